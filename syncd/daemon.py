@@ -1,0 +1,132 @@
+"""The daemon: wiring and lifecycle only.
+
+Start-up order (read as a list, as Syncthing's ``App.startup``):
+1. lock the state dir and open the store (migrations, identity, a fresh peer id);
+2. serve the API on a temporary socket name, then rename it into place, so the socket
+   file existing means the API answers (a stale file from ``kill -9`` is replaced);
+3. print the ready line (``--print-ready``) and tell systemd READY=1.
+Shutdown runs in reverse on SIGTERM/SIGINT.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import os
+import signal
+import socket
+import stat
+import sys
+from pathlib import Path
+from typing import Any
+
+from aiohttp import web
+
+from syncd import __version__, systemd
+from syncd.api import make_app
+from syncd.config import Settings
+from syncd.errors import SyncdError
+from syncd.store.sqlite import SqliteStore
+
+log = logging.getLogger("syncd")
+
+
+def run(settings: Settings, *, print_ready: bool = False) -> int:
+    """Run until SIGTERM/SIGINT; the process exit status."""
+    logging.basicConfig(
+        level=os.environ.get("SYNCD_LOG_LEVEL", "INFO").upper(),
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        stream=sys.stderr,
+    )
+    try:
+        return asyncio.run(_serve(settings, print_ready))
+    except SyncdError as exc:
+        print(f"syncd: {exc.detail}", file=sys.stderr)
+        return 1
+
+
+def _socket_in_use(path: Path) -> bool:
+    """True if a live process accepts connections on ``path``."""
+    probe = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    try:
+        probe.connect(str(path))
+    except OSError:
+        return False
+    finally:
+        probe.close()
+    return True
+
+
+def _bind_unix(path: Path) -> tuple[socket.socket, Path]:
+    """A listening socket bound to a temporary name next to ``path``."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    if path.exists():
+        if not stat.S_ISSOCK(path.stat().st_mode):
+            raise SyncdError(f"{path} exists and is not a socket; refusing to replace it")
+        if _socket_in_use(path):
+            raise SyncdError(f"another daemon is serving {path}")
+    temporary = path.with_name(f".{path.name}.{os.getpid()}")
+    with contextlib.suppress(FileNotFoundError):
+        temporary.unlink()
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    sock.bind(str(temporary))
+    os.chmod(temporary, 0o660)
+    sock.listen(128)
+    return sock, temporary
+
+
+async def _serve(settings: Settings, print_ready: bool) -> int:
+    loop = asyncio.get_running_loop()
+    stop = asyncio.Event()
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(signum, stop.set)
+
+    store = await SqliteStore.open(
+        settings.device.state_dir,
+        cache_documents=settings.store.cache_documents,
+        compact_after=settings.store.compact_after,
+        group_commit=settings.store.group_commit,
+    )
+    socket_path = settings.api.socket
+    runner: web.AppRunner | None = None
+    temporary: Path | None = None
+    owns_socket = False
+    try:
+
+        def status_extra() -> dict[str, Any]:
+            return {
+                "name": settings.device.name,
+                "version": __version__,
+                "facility": None,
+                "sync_port": None,
+                "socket": str(socket_path),
+                "pid": os.getpid(),
+            }
+
+        app = make_app(store, settings, status_extra)
+        runner = web.AppRunner(app, access_log=None, handle_signals=False)
+        await runner.setup()
+        sock, temporary = _bind_unix(socket_path)
+        await web.SockSite(runner, sock).start()
+        os.replace(temporary, socket_path)  # atomic: the socket appears ready
+        owns_socket = True
+        log.info("syncd %s device %s serving %s", __version__, store.device_id, socket_path)
+        if print_ready:
+            line = {"socket": str(socket_path), "sync_port": None, "device_id": store.device_id}
+            print(json.dumps(line), flush=True)
+        systemd.ready()
+        await stop.wait()
+        log.info("stopping")
+        systemd.stopping()
+    finally:
+        with contextlib.suppress(FileNotFoundError):
+            if owns_socket:
+                socket_path.unlink()
+            elif temporary is not None:
+                temporary.unlink()
+        if runner is not None:
+            await runner.cleanup()
+        await store.close()
+    return 0

@@ -1,0 +1,141 @@
+"""Raw records, the mutations that create and extend them, and derived rows.
+
+A raw record is what apps write and peers sync (DESIGN §3). It has
+
+* ``fields``: its **creation fields**, written once and never changed, and
+* ``events``: an **append-only** list of later writes. Every event is a flat dict with
+  the reserved keys ``at`` (the write's ``now``, canonical timestamp), ``device_id``
+  (the device that handled the write) and ``seq`` (1, 2, ... in the order that device
+  appended them to this record), plus the fields that write set.
+
+The visible row is a pure fold of the two (``logs.aggregate``), never the CRDT engine's
+last-writer-wins. Only two mutations exist, so the store can apply them to any engine.
+
+Record kinds and their creation fields (every value JSON-compatible):
+
+``session`` (ContentSessionLog, SPEC §1.1 + §1.8)
+    user_id, content_id, channel_id, kind, visitor_id, start_timestamp, context (dict,
+    already in Kolibri's key order), repeat, mastery_level, mastery_criterion, device_id.
+    Events: ``progress_delta`` | ``progress``, ``time_spent_delta``, ``extra_fields``.
+``attempt`` (AttemptLog, SPEC §1.4)
+    user_id, sessionlog_id, content_id and mastery_level (of the creating session, so the
+    attempt's group and masterylog id need no lookup), item, start_timestamp, at (the
+    creating request's now), order (position among the attempts that request created),
+    and the first interaction's correct, answer, simple_answer, time_spent, complete,
+    hinted, error, history (its interaction summary).
+    Events: ``history`` (one interaction summary) and the fields that interaction set.
+``usersession`` (UserSessionLog, SPEC §1.7)
+    user_id, start_timestamp, device_info. Events: heartbeats (``at`` only).
+``examlog`` / ``examattempt`` (SPEC §1.5, §1.6): exam_id (and examlog_id, content_id).
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from typing import Any, Literal, Mapping, TypeAlias, Union
+
+JSON: TypeAlias = Any
+RecordKind = Literal["session", "attempt", "usersession", "examlog", "examattempt"]
+RECORD_KINDS: tuple[RecordKind, ...] = ("session", "attempt", "usersession", "examlog", "examattempt")
+
+# Keys every event carries; everything else in an event is a field it sets.
+EVENT_META_KEYS = frozenset({"at", "device_id", "seq"})
+
+
+@dataclass(frozen=True)
+class CreateRecord:
+    """Create raw record ``record_id`` of ``kind`` with its immutable creation fields."""
+
+    record_id: str
+    kind: RecordKind
+    fields: Mapping[str, JSON]
+
+
+@dataclass(frozen=True)
+class AppendEvent:
+    """Append one event (``at``, ``device_id``, ``seq`` + fields) to a record."""
+
+    record_id: str
+    event: Mapping[str, JSON]
+
+
+Mutation: TypeAlias = Union[CreateRecord, AppendEvent]
+
+
+@dataclass
+class RawRecord:
+    """One raw record as held by a partition."""
+
+    id: str
+    kind: RecordKind
+    fields: dict[str, JSON]
+    events: list[dict[str, JSON]] = field(default_factory=list)
+
+
+# A group is the unit of derivation: all derived rows of a group are refolded together
+# and replaced together. ("content", content_id): the sessions of that content with their
+# attempts, the summary and the mastery logs. ("usersession", id). ("exam", exam_id).
+GroupKey: TypeAlias = tuple[str, str]
+
+DerivedModel = Literal[
+    "contentsessionlog",
+    "contentsummarylog",
+    "masterylog",
+    "attemptlog",
+    "examlog",
+    "examattemptlog",
+    "usersessionlog",
+]
+DERIVED_MODELS: tuple[DerivedModel, ...] = (
+    "contentsessionlog",
+    "contentsummarylog",
+    "masterylog",
+    "attemptlog",
+    "examlog",
+    "examattemptlog",
+    "usersessionlog",
+)
+
+
+@dataclass(frozen=True, init=False)
+class DerivedRow:
+    """A row as the read API returns it, plus the columns reads filter and sort on.
+
+    ``row`` has exactly the keys of the corpus ``final_rows`` for the model, minus the
+    ``_morango_*`` fields, in Kolibri's field order. ``content_id`` is the group's
+    content for every model of a content group (so mastery and attempt rows filter by
+    content without a join); ``sort_key`` is the row's ``start_timestamp`` or "".
+    """
+
+    model: DerivedModel
+    id: str
+    user_id: str | None
+    content_id: str | None
+    channel_id: str | None
+    exam_id: str | None
+    sort_key: str
+    row: Mapping[str, JSON]
+
+    def __init__(self, model: DerivedModel, id: str, user_id: str | None, content_id: str | None,
+                 channel_id: str | None, exam_id: str | None, sort_key: str, row: Mapping[str, JSON]) -> None:
+        # The generated frozen __init__ calls object.__setattr__ per field; a rebuild makes
+        # tens of thousands of rows, so fill the instance dict directly (same result).
+        fields = self.__dict__
+        fields["model"] = model
+        fields["id"] = id
+        fields["user_id"] = user_id
+        fields["content_id"] = content_id
+        fields["channel_id"] = channel_id
+        fields["exam_id"] = exam_id
+        fields["sort_key"] = sort_key
+        fields["row"] = row
+
+    def to_json(self) -> str:
+        return canonical_json(self.row)
+
+
+def canonical_json(value: JSON) -> str:
+    """The one JSON serialisation syncd hashes and stores: compact, floats as ``repr``,
+    key order as given (callers build dicts in a fixed order), NaN refused."""
+    return json.dumps(value, separators=(",", ":"), ensure_ascii=False, allow_nan=False)

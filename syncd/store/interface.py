@@ -1,0 +1,137 @@
+"""The ``Store`` interface (Syncthing's ``db.DB`` analogue): what the API and, later, the
+sync shell may ask of storage. ``SqliteStore`` implements it; any later backend must pass
+``tests/store/acceptance.py``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Callable, Literal, Mapping, Protocol, Sequence
+
+from syncd.logs.records import DerivedModel
+from syncd.logs.state import PartitionState
+from syncd.logs.writes import WriteResult
+
+Decide = Callable[[PartitionState], WriteResult]
+
+# Filters each model's reads accept (DESIGN §8); anything else is a 400 upstream.
+MODEL_FILTERS: Mapping[DerivedModel, frozenset[str]] = {
+    "contentsessionlog": frozenset({"user_id", "content_id", "channel_id"}),
+    "contentsummarylog": frozenset({"user_id", "content_id", "channel_id"}),
+    "masterylog": frozenset({"user_id", "content_id"}),
+    "attemptlog": frozenset({"user_id", "content_id"}),
+    "examlog": frozenset({"user_id", "exam_id"}),
+    "examattemptlog": frozenset({"user_id", "exam_id", "content_id"}),
+    "usersessionlog": frozenset({"user_id"}),
+}
+
+
+@dataclass(frozen=True)
+class Page:
+    """A read result: ``rows`` are JSON texts, ``count`` all rows matching the filters."""
+
+    count: int
+    rows: list[str]
+
+
+@dataclass(frozen=True)
+class RebuildReport:
+    partitions: int
+    records: int
+    rows: int
+    seconds: float
+
+
+@dataclass(frozen=True)
+class StoreStatus:
+    device_id: str
+    epoch: str
+    dataset_id: str
+    partitions: int
+    records: Mapping[str, int]          # derived rows per model
+    store_bytes: int
+    digests: Mapping[str, str]          # partition -> sha256 of its derived rows
+    feed_seq: int
+    loaded_documents: int
+    extra: Mapping[str, Any] = field(default_factory=dict)
+
+
+Subscription = Literal["all"] | frozenset[str]   # "all", or the learners' 32-hex user ids
+
+
+@dataclass(frozen=True)
+class ImportResult:
+    """What importing one delta chunk into a partition did."""
+
+    partition: str
+    changed: bool                 # False: nothing new (a repeated chunk)
+    pending: bool                 # the chunk depends on updates not yet received
+    touched_groups: int           # derivation groups refolded
+    records: int                  # raw records the chunk created or extended
+
+
+class SyncStore(Protocol):
+    """What the sync shell needs of storage (DESIGN §6). Partition names are validated
+    by the caller."""
+
+    @property
+    def epoch(self) -> str: ...
+
+    @property
+    def feed_seq(self) -> int: ...
+
+    async def changes_since(self, seq: int, subscription: Subscription) -> tuple[int, dict[str, bytes]]:
+        """(current feed seq, {partition: encoded version vector}) of the held partitions
+        matching ``subscription`` whose last change has a feed number above ``seq``."""
+        ...
+
+    async def version_vectors(self, partitions: Sequence[str]) -> dict[str, bytes]:
+        """Encoded version vectors (an empty vector for partitions not held)."""
+        ...
+
+    async def export_missing(self, partition: str, their_version: bytes) -> bytes:
+        """The updates of ``partition`` a holder of ``their_version`` lacks (b"" if none)."""
+        ...
+
+    async def import_chunk(self, partition: str, data: bytes, *, source: str) -> ImportResult:
+        """Import a peer's chunk into a fork of the committed document, validate what it
+        touched (``logs.validate``), then commit it with the refolded rows in one
+        transaction. Raises InvalidRecordError (the peer's fault: nothing stored) or
+        StoreUnavailableError. A repeated chunk changes nothing."""
+        ...
+
+
+class Store(SyncStore, Protocol):
+    @property
+    def device_id(self) -> str: ...
+
+    @property
+    def dataset_id(self) -> str:
+        """The facility's dataset id (32 zeros on a device with no facility)."""
+        ...
+
+    async def write(self, partition: str, decide: Decide) -> WriteResult:
+        """Decide on the committed state, apply, commit durably, then return.
+
+        ``decide`` may raise (a ``LogError``): then nothing is applied. The result is
+        returned only after the commit; a failed commit raises StoreUnavailableError and
+        leaves nothing behind."""
+        ...
+
+    async def read(
+        self, model: DerivedModel, filters: Mapping[str, str], *, limit: int | None = None, offset: int = 0
+    ) -> Page: ...
+
+    async def debug_info(self, model: DerivedModel, ids: Sequence[str]) -> dict[str, tuple[str, str]]:
+        """id -> (partition, derivation group) for ``?debug=1`` reads."""
+        ...
+
+    async def status(self) -> StoreStatus: ...
+
+    def subscribe(self, listener: Callable[[str, int], None]) -> Callable[[], None]:
+        """Call ``listener(partition, feed_seq)`` after each commit; returns unsubscribe."""
+        ...
+
+    async def rebuild(self, progress: Callable[[int, int], None] | None = None) -> RebuildReport: ...
+
+    async def close(self) -> None: ...

@@ -1,0 +1,598 @@
+"""SqliteStore: partitions as Loro documents persisted in one SQLite file.
+
+Theory of operation (DESIGN §4, §10):
+
+* **One writer thread** owns the only writing connection. Jobs (a function of the
+  connection) queue up; the thread takes every job waiting, runs them in ONE transaction
+  and commits with one fsync (WAL, ``synchronous=FULL``): group commit. Each job's
+  future resolves only after COMMIT, so a write is acknowledged only once it survives
+  ``kill -9`` and power loss. If a batch fails, each job is retried alone so one bad job
+  cannot fail its neighbours.
+* **A write** runs under its partition's asyncio lock: decide on the committed state
+  (``logs.writes``, pure; an error leaves everything untouched because nothing was
+  applied yet), apply the mutations to the document, refold the touched groups, then
+  commit the update bytes, the derived rows and the change-feed bump together. Holding
+  the lock until COMMIT means the in-memory document never shows an uncommitted write
+  to anyone. A failed commit evicts the document (it holds ops that were never stored)
+  and answers ``StoreUnavailableError``.
+* **Reads** run on reader threads with their own connections: they see committed rows.
+* **Documents** load lazily (snapshot + update tail) and are evicted least recently used.
+  When a partition's tail reaches ``compact_after`` rows it is replaced by a full
+  snapshot (history kept: never a shallow snapshot) in the same transaction.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import queue
+import sqlite3
+import threading
+import time
+from collections import OrderedDict, defaultdict
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable, Mapping, Sequence, TypeVar
+
+from syncd.errors import InvalidRecordError, StoreUnavailableError
+from syncd.logs.aggregate import derive
+from syncd.logs.records import DERIVED_MODELS, DerivedModel, DerivedRow, GroupKey
+from syncd.logs.integrity import check_growth
+from syncd.logs.partitions import matches
+from syncd.logs.state import PartitionState, group_of
+from syncd.logs.writes import WriteResult
+from syncd.store import derived
+from syncd.store.documents import EMPTY_VERSION, PartitionDoc
+from syncd.store.interface import Decide, ImportResult, Page, RebuildReport, Store, StoreStatus, Subscription
+from syncd.store.migrate import migrate
+from syncd.store.statedir import Identity, StateDirLock, establish_identity
+
+log = logging.getLogger(__name__)
+
+DB_FILE = "syncd.sqlite3"
+NO_DATASET = "0" * 32
+T = TypeVar("T")
+Job = Callable[[sqlite3.Connection], None]
+
+
+def connect(path: Path) -> sqlite3.Connection:
+    """A connection in autocommit mode with the pragmas every connection needs."""
+    conn = sqlite3.connect(path, isolation_level=None, check_same_thread=False, timeout=30)
+    conn.execute("PRAGMA journal_mode = WAL")
+    conn.execute("PRAGMA synchronous = FULL")
+    conn.execute("PRAGMA foreign_keys = ON")
+    conn.execute("PRAGMA busy_timeout = 30000")
+    return conn
+
+
+@dataclass
+class _Queued:
+    job: Callable[[sqlite3.Connection], Any]
+    future: "asyncio.Future[Any]"
+    result: Any = None
+
+
+class _Writer:
+    """The writer thread: group-commits queued jobs and resolves their futures."""
+
+    def __init__(self, path: Path, loop: asyncio.AbstractEventLoop, *, group_commit: bool, max_batch: int = 1024):
+        self._path = path
+        self._loop = loop
+        self._group_commit = group_commit
+        self._max_batch = max_batch
+        self._queue: "queue.SimpleQueue[_Queued | None]" = queue.SimpleQueue()
+        self._ready = threading.Event()
+        self._startup_error: BaseException | None = None
+        self._thread = threading.Thread(target=self._run, name="syncd-writer", daemon=True)
+        self.commits = 0
+        self.jobs = 0
+        self._thread.start()
+        self._ready.wait()
+        if self._startup_error is not None:
+            raise self._startup_error
+
+    async def submit(self, job: Callable[[sqlite3.Connection], T]) -> T:
+        """Run ``job`` in a transaction; its value once COMMIT returned. A job may run
+        twice (alone, after its batch failed), so it must not keep state between runs."""
+        future: asyncio.Future[T] = self._loop.create_future()
+        self._queue.put(_Queued(job, future))
+        return await future
+
+    def close(self) -> None:
+        self._queue.put(None)
+        self._thread.join()
+
+    def _run(self) -> None:
+        try:
+            conn = connect(self._path)
+        except BaseException as exc:  # reported to the opener
+            self._startup_error = exc
+            self._ready.set()
+            return
+        self._ready.set()
+        stopping = False
+        while not stopping:
+            first = self._queue.get()
+            if first is None:
+                break
+            batch = [first]
+            while self._group_commit and len(batch) < self._max_batch:
+                try:
+                    nxt = self._queue.get_nowait()
+                except queue.Empty:
+                    break
+                if nxt is None:
+                    stopping = True
+                    break
+                batch.append(nxt)
+            error = self._commit(conn, batch)
+            if error is not None and len(batch) > 1:
+                for item in batch:  # isolate the failing job
+                    self._resolve(item, self._commit(conn, [item]))
+            else:
+                for item in batch:
+                    self._resolve(item, error)
+        conn.close()
+
+    def _commit(self, conn: sqlite3.Connection, batch: Sequence[_Queued]) -> BaseException | None:
+        try:
+            conn.execute("BEGIN IMMEDIATE")
+            for item in batch:
+                item.result = item.job(conn)
+            conn.execute("COMMIT")
+        except BaseException as exc:
+            try:
+                conn.execute("ROLLBACK")
+            except sqlite3.Error:
+                pass
+            return exc
+        self.commits += 1
+        self.jobs += len(batch)
+        return None
+
+    def _resolve(self, item: _Queued, error: BaseException | None) -> None:
+        def settle() -> None:
+            if item.future.done():
+                return
+            if error is None:
+                item.future.set_result(item.result)
+            else:
+                item.future.set_exception(error)
+
+        self._loop.call_soon_threadsafe(settle)
+
+
+@dataclass
+class _Loaded:
+    """A partition held in memory: its document, its decoded state, its update tail."""
+
+    doc: PartitionDoc
+    state: PartitionState
+    next_seq: int       # seq of the next doc_updates row
+    tail: int           # doc_updates rows since the snapshot
+
+
+class SqliteStore:
+    """The embedded default store. Open with ``await SqliteStore.open(state_dir, ...)``."""
+
+    _lock: StateDirLock
+    identity: Identity
+    path: Path
+
+    def __init__(self) -> None:  # use open()
+        raise TypeError("use await SqliteStore.open(...)")
+
+    @classmethod
+    async def open(
+        cls,
+        state_dir: Path,
+        *,
+        cache_documents: int = 64,
+        compact_after: int = 256,
+        group_commit: bool = True,
+    ) -> "SqliteStore":
+        self = object.__new__(cls)
+        state_dir = Path(state_dir)
+        self._lock = StateDirLock(state_dir)
+        try:
+            self._init(state_dir, cache_documents, compact_after, group_commit)
+        except BaseException:
+            self._lock.close()
+            raise
+        return self
+
+    def _init(self, state_dir: Path, cache_documents: int, compact_after: int, group_commit: bool) -> None:
+        self.path = state_dir / DB_FILE
+        conn = connect(self.path)
+        try:
+            migrate(conn)
+            self.identity = establish_identity(conn, state_dir)
+            meta = dict(conn.execute("SELECT key, value FROM meta").fetchall())
+            self._dataset_id = str(meta.get("dataset_id", NO_DATASET))
+            self._feed_seq = int(conn.execute("SELECT coalesce(max(seq), 0) FROM partition_seq").fetchone()[0])
+        finally:
+            conn.close()
+        self._loop = asyncio.get_running_loop()
+        self._writer = _Writer(self.path, self._loop, group_commit=group_commit)
+        self._readers = ThreadPoolExecutor(max_workers=2, thread_name_prefix="syncd-reader")
+        self._local = threading.local()
+        self._cache: OrderedDict[str, _Loaded] = OrderedDict()
+        self._locks: defaultdict[str, asyncio.Lock] = defaultdict(asyncio.Lock)
+        self._cache_documents = cache_documents
+        self._compact_after = compact_after
+        self._listeners: list[Callable[[str, int], None]] = []
+        self._closed = False
+
+    # --- identity -------------------------------------------------------------------
+    @property
+    def device_id(self) -> str:
+        return self.identity.device_id
+
+    @property
+    def dataset_id(self) -> str:
+        return self._dataset_id
+
+    # --- the write path ---------------------------------------------------------------
+    async def write(self, partition: str, decide: Decide) -> WriteResult:
+        async with self._locks[partition]:
+            loaded = await self._get(partition)
+            result = decide(loaded.state)  # may raise: nothing applied yet
+            if not result.mutations:
+                return result
+            try:
+                update = loaded.doc.apply(result.mutations)
+                touched = loaded.state.apply(result.mutations)
+                rows = derive(loaded.state, touched, self.dataset_id)
+            except BaseException:
+                self._evict(partition)
+                raise
+            await self._commit_change(partition, loaded, update, rows)
+            return result
+
+    async def _commit_change(
+        self, partition: str, loaded: _Loaded, update: bytes, rows: Mapping[GroupKey, Sequence[DerivedRow]]
+    ) -> None:
+        """Commit an applied change (caller holds the partition lock); on failure evict
+        the document, which now holds ops that were never stored."""
+        snapshot = loaded.doc.export_snapshot() if loaded.tail + 1 >= self._compact_after else None
+        seq = loaded.next_seq
+        self._feed_seq += 1
+        job = _write_job(partition, seq, update, rows, self._feed_seq, loaded.doc.version(), snapshot)
+        try:
+            await self._writer.submit(job)
+        except BaseException as exc:
+            self._evict(partition)
+            log.error("commit of a change to %s failed: %s", partition, exc)
+            raise StoreUnavailableError(f"the change could not be stored ({exc}); nothing was kept") from exc
+        loaded.next_seq = seq + 1
+        loaded.tail = 0 if snapshot is not None else loaded.tail + 1
+        self._notify(partition, self._feed_seq)
+
+    def subscribe(self, listener: Callable[[str, int], None]) -> Callable[[], None]:
+        """Call ``listener(partition, feed_seq)`` after every commit that changes a
+        partition; returns the unsubscribe function."""
+        self._listeners.append(listener)
+        return lambda: self._listeners.remove(listener)
+
+    def _notify(self, partition: str, seq: int) -> None:
+        for listener in list(self._listeners):
+            try:
+                listener(partition, seq)
+            except Exception:  # a listener's bug must not fail an acknowledged write
+                log.exception("change listener failed")
+
+    # --- documents in memory ------------------------------------------------------------
+    async def _get(self, partition: str) -> _Loaded:
+        loaded = self._cache.get(partition)
+        if loaded is not None:
+            self._cache.move_to_end(partition)
+            return loaded
+        loaded = await self._load(partition)
+        self._cache[partition] = loaded
+        self._shrink_cache()
+        return loaded
+
+    async def _load(self, partition: str) -> _Loaded:
+        snapshot_seq, blobs, last_seq = await self._read(lambda c: _read_blobs(c, partition))
+        doc = PartitionDoc.load(blobs, self.identity.peer_id)
+        state = PartitionState.from_records(partition, doc.records())
+        return _Loaded(doc, state, next_seq=last_seq + 1, tail=last_seq - snapshot_seq)
+
+    def _shrink_cache(self) -> None:
+        for name in list(self._cache):
+            if len(self._cache) <= self._cache_documents:
+                break
+            if self._locks[name].locked():
+                continue  # in use: evict later
+            del self._cache[name]
+
+    def _evict(self, partition: str) -> None:
+        self._cache.pop(partition, None)
+
+    # --- reads --------------------------------------------------------------------------
+    async def _read(self, fn: Callable[[sqlite3.Connection], T]) -> T:
+        return await self._loop.run_in_executor(self._readers, self._with_reader, fn)
+
+    def _with_reader(self, fn: Callable[[sqlite3.Connection], T]) -> T:
+        conn: sqlite3.Connection | None = getattr(self._local, "conn", None)
+        if conn is None:
+            conn = self._local.conn = connect(self.path)
+        return fn(conn)
+
+    async def read(
+        self, model: DerivedModel, filters: Mapping[str, str], *, limit: int | None = None, offset: int = 0
+    ) -> Page:
+        count, rows = await self._read(lambda c: derived.read_rows(c, model, filters, limit, offset))
+        return Page(count, rows)
+
+    async def debug_info(self, model: DerivedModel, ids: Sequence[str]) -> dict[str, tuple[str, str]]:
+        return await self._read(lambda c: derived.read_debug(c, model, ids))
+
+    async def status(self) -> StoreStatus:
+        def gather(conn: sqlite3.Connection) -> tuple[int, dict[str, int], dict[str, str]]:
+            partitions = int(conn.execute(
+                "SELECT count(*) FROM (SELECT partition FROM documents UNION SELECT partition FROM doc_updates)"
+            ).fetchone()[0])
+            return partitions, derived.counts(conn), derived.digests(conn)
+
+        partitions, counts, digests = await self._read(gather)
+        size = sum(p.stat().st_size for p in self.path.parent.glob(DB_FILE + "*") if p.is_file())
+        return StoreStatus(
+            device_id=self.device_id,
+            epoch=self.identity.epoch,
+            dataset_id=self.dataset_id,
+            partitions=partitions,
+            records=counts,
+            store_bytes=size,
+            digests=digests,
+            feed_seq=self._feed_seq,
+            loaded_documents=len(self._cache),
+            extra={"commits": self._writer.commits, "committed_jobs": self._writer.jobs},
+        )
+
+    async def partitions(self) -> list[str]:
+        return await self._read(_all_partitions)
+
+    async def raw_records(self, partition: str) -> PartitionState:
+        """A copy of a partition's committed raw records (tests, diagnostics)."""
+        async with self._locks[partition]:
+            return (await self._get(partition)).state.copy()
+
+    # --- sync (SyncStore) -------------------------------------------------------------------
+    @property
+    def epoch(self) -> str:
+        return self.identity.epoch
+
+    @property
+    def feed_seq(self) -> int:
+        return self._feed_seq
+
+    async def changes_since(self, seq: int, subscription: Subscription) -> tuple[int, dict[str, bytes]]:
+        current = self._feed_seq  # read before the scan: a change racing it is seen next time
+        rows = await self._read(lambda c: c.execute(
+            "SELECT partition, vv FROM partition_seq WHERE seq > ? AND seq <= ? ORDER BY seq", (seq, current)
+        ).fetchall())
+        return current, {p: bytes(vv) for p, vv in rows if matches(subscription, p)}
+
+    async def version_vectors(self, partitions: Sequence[str]) -> dict[str, bytes]:
+        wanted = list(partitions)
+
+        def fetch(conn: sqlite3.Connection) -> dict[str, bytes]:
+            found: dict[str, bytes] = {}
+            for start in range(0, len(wanted), 500):
+                chunk = wanted[start : start + 500]
+                marks = ",".join("?" * len(chunk))
+                for p, vv in conn.execute(f"SELECT partition, vv FROM partition_seq WHERE partition IN ({marks})", chunk):
+                    found[p] = bytes(vv)
+            return found
+
+        found = await self._read(fetch)
+        return {p: found.get(p, EMPTY_VERSION) for p in wanted}
+
+    async def export_missing(self, partition: str, their_version: bytes) -> bytes:
+        async with self._locks[partition]:
+            if partition not in self._cache and not await self._held(partition):
+                return b""
+            loaded = await self._get(partition)
+            if loaded.doc.version() == their_version:
+                return b""
+            return loaded.doc.export_since(their_version)
+
+    async def _held(self, partition: str) -> bool:
+        return bool(await self._read(lambda c: c.execute(
+            "SELECT 1 FROM partition_seq WHERE partition = ?", (partition,)).fetchone()))
+
+    async def import_chunk(self, partition: str, data: bytes, *, source: str) -> ImportResult:
+        async with self._locks[partition]:
+            loaded = await self._get(partition)
+            # Loro cannot roll back: import into a fork, validate, and only then for real.
+            fork = loaded.doc.fork()
+            before_version = loaded.doc.version()
+            try:
+                outcome = fork.import_(data)
+            except Exception as exc:  # the engine refused the bytes
+                raise InvalidRecordError("data", f"not a valid update: {exc}") from None
+            if not outcome.changed:
+                return ImportResult(partition, changed=False, pending=outcome.pending, touched_groups=0, records=0)
+            after = fork.records(strict=True)
+            grown = check_growth(loaded.state.records, after)
+            try:
+                loaded.doc.import_(data)
+                loaded.state = PartitionState.from_records(partition, after)
+                touched = {group_of(r) for r in grown}
+                rows = derive(loaded.state, touched, self.dataset_id)
+                update = loaded.doc.export_since(before_version)
+            except BaseException:
+                self._evict(partition)
+                raise
+            await self._commit_change(partition, loaded, update, rows)
+            log.debug("imported %d records into %s from %s", len(grown), partition, source)
+            return ImportResult(partition, changed=True, pending=outcome.pending, touched_groups=len(touched), records=len(grown))
+
+    # --- rebuild --------------------------------------------------------------------------
+    async def rebuild(self, progress: Callable[[int, int], None] | None = None) -> RebuildReport:
+        """Refold every derived row from the raw logs, one partition at a time (memory
+        stays flat; the event loop is never held longer than one partition's fold)."""
+        started = time.perf_counter()
+        names = await self.partitions()
+        records = rows = 0
+        pending: list[tuple[asyncio.Lock, asyncio.Future[Any]]] = []
+        for done, partition in enumerate(names, start=1):
+            lock = self._locks[partition]
+            await lock.acquire()
+            try:
+                loaded = self._cache.get(partition) or await self._load(partition)
+                groups = derive(loaded.state, loaded.state.groups(), self.dataset_id)
+                records += len(loaded.state)
+                rows += sum(len(r) for r in groups.values())
+                job = _rebuild_job(partition, groups)
+                pending.append((lock, asyncio.ensure_future(self._writer.submit(job))))
+            except BaseException:
+                lock.release()
+                raise
+            if len(pending) >= 16 or done == len(names):
+                await self._settle(pending)
+                pending = []
+            if progress is not None:
+                progress(done, len(names))
+            await asyncio.sleep(0)  # let requests in between partitions
+        await self._settle(pending)
+        return RebuildReport(len(names), records, rows, time.perf_counter() - started)
+
+    @staticmethod
+    async def _settle(pending: list[tuple[asyncio.Lock, "asyncio.Future[Any]"]]) -> None:
+        try:
+            results = await asyncio.gather(*(f for _, f in pending), return_exceptions=True)
+        finally:
+            for lock, _ in pending:
+                lock.release()
+        errors = [r for r in results if isinstance(r, BaseException)]
+        if errors:
+            raise StoreUnavailableError(f"rebuild could not be stored: {errors[0]}") from errors[0]
+
+    # --- lifecycle -------------------------------------------------------------------------
+    async def close(self) -> None:
+        if self._closed:
+            return
+        self._closed = True
+        await self._loop.run_in_executor(None, self._writer.close)
+        self._readers.shutdown(wait=True)
+        self._lock.close()
+
+    # --- other packages' tables (membership, peers, sessions) --------------------------------
+    async def run_read(self, fn: Callable[[sqlite3.Connection], T]) -> T:
+        """Run ``fn`` on a reader connection (sees committed data only)."""
+        return await self._read(fn)
+
+    async def run_write(self, fn: Callable[[sqlite3.Connection], T]) -> T:
+        """Run ``fn`` as a durable transaction of the writer thread; its return value once
+        committed."""
+        return await self._writer.submit(fn)
+
+    async def set_dataset(self, dataset_id: str) -> RebuildReport | None:
+        """Adopt the facility's ``dataset_id`` (creating or joining a facility): the
+        dataset-dependent ids of every derived row change, so everything is refolded."""
+        if dataset_id == self._dataset_id:
+            return None
+
+        def save(conn: sqlite3.Connection) -> None:
+            conn.execute(
+                "INSERT INTO meta(key, value) VALUES ('dataset_id', ?) "
+                "ON CONFLICT(key) DO UPDATE SET value = excluded.value", (dataset_id,)
+            )
+
+        await self._writer.submit(save)
+        self._dataset_id = dataset_id
+        return await self.rebuild()
+
+    # --- diagnostics and fault injection (tests, doctor) ------------------------------------
+    async def tail_length(self, partition: str) -> int:
+        """How many update rows a partition has since its snapshot."""
+        return await self._read(lambda c: int(c.execute(
+            "SELECT count(*) FROM doc_updates WHERE partition = ?", (partition,)).fetchone()[0]))
+
+    async def simulate_full_disk(self, full: bool) -> None:
+        """Make the writer's database unable to grow (SQLITE_FULL), as a full disk does."""
+        def limit(conn: sqlite3.Connection) -> None:
+            pages = int(conn.execute("PRAGMA page_count").fetchone()[0])
+            conn.execute(f"PRAGMA max_page_count = {pages if full else 2**31}")
+
+        await self._writer.submit(limit)
+
+    async def drop_derived_rows(self) -> None:
+        """Delete every derived row (they are pure functions of the raw logs: ``rebuild``
+        brings them back)."""
+        def drop(conn: sqlite3.Connection) -> None:
+            for model in DERIVED_MODELS:
+                conn.execute(f"DELETE FROM {model}")
+
+        await self._writer.submit(drop)
+
+
+def _read_blobs(conn: sqlite3.Connection, partition: str) -> tuple[int, list[bytes], int]:
+    """(snapshot_seq, [snapshot, updates...], last seq) of one partition."""
+    row = conn.execute("SELECT snapshot, snapshot_seq FROM documents WHERE partition = ?", (partition,)).fetchone()
+    blobs: list[bytes] = []
+    snapshot_seq = 0
+    if row is not None:
+        blobs.append(bytes(row[0]))
+        snapshot_seq = int(row[1])
+    last = snapshot_seq
+    for seq, data in conn.execute(
+        "SELECT seq, bytes FROM doc_updates WHERE partition = ? AND seq > ? ORDER BY seq", (partition, snapshot_seq)
+    ):
+        blobs.append(bytes(data))
+        last = int(seq)
+    return snapshot_seq, blobs, last
+
+
+def _all_partitions(conn: sqlite3.Connection) -> list[str]:
+    return [r[0] for r in conn.execute(
+        "SELECT partition FROM documents UNION SELECT partition FROM doc_updates ORDER BY 1"
+    )]
+
+
+def _write_job(
+    partition: str,
+    seq: int,
+    update: bytes,
+    rows: Mapping[GroupKey, Sequence[DerivedRow]],
+    feed_seq: int,
+    version: bytes,
+    snapshot: bytes | None,
+) -> Job:
+    def job(conn: sqlite3.Connection) -> None:
+        conn.execute("INSERT INTO doc_updates (partition, seq, bytes) VALUES (?, ?, ?)", (partition, seq, update))
+        for group, group_rows in rows.items():
+            derived.replace_group(conn, partition, group, group_rows)
+        conn.execute(
+            "INSERT INTO partition_seq (partition, seq, vv) VALUES (?, ?, ?) "
+            "ON CONFLICT(partition) DO UPDATE SET seq = excluded.seq, vv = excluded.vv",
+            (partition, feed_seq, version),
+        )
+        if snapshot is not None:
+            conn.execute(
+                "INSERT INTO documents (partition, snapshot, snapshot_seq) VALUES (?, ?, ?) "
+                "ON CONFLICT(partition) DO UPDATE SET snapshot = excluded.snapshot, snapshot_seq = excluded.snapshot_seq",
+                (partition, snapshot, seq),
+            )
+            conn.execute("DELETE FROM doc_updates WHERE partition = ? AND seq <= ?", (partition, seq))
+
+    return job
+
+
+def _rebuild_job(partition: str, groups: Mapping[GroupKey, Sequence[DerivedRow]]) -> Job:
+    def job(conn: sqlite3.Connection) -> None:
+        derived.replace_partition(conn, partition, groups)
+
+    return job
+
+
+async def open_store(state_dir: Path, **options: Any) -> SqliteStore:
+    return await SqliteStore.open(state_dir, **options)
+
+
+def _implements_store(store: SqliteStore) -> Store:
+    """Never called: mypy checks here that SqliteStore satisfies the Store interface."""
+    return store
