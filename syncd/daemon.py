@@ -67,7 +67,10 @@ def _bind_unix(path: Path) -> tuple[socket.socket, Path]:
             raise SyncdError(f"{path} exists and is not a socket; refusing to replace it")
         if _socket_in_use(path):
             raise SyncdError(f"another daemon is serving {path}")
-    temporary = path.with_name(f".{path.name}.{os.getpid()}")
+    # A short temporary name: the final path may use nearly all of sun_path's 107 bytes.
+    temporary = path.with_name(f".{os.getpid() % 10**7}")
+    if len(os.fsencode(temporary)) > 107:
+        raise SyncdError(f"the socket directory {path.parent} is too deep for a Unix socket path")
     with contextlib.suppress(FileNotFoundError):
         temporary.unlink()
     sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
