@@ -11,22 +11,31 @@ A raw record is what apps write and peers sync (DESIGN §3). It has
 The visible row is a pure fold of the two (``logs.aggregate``), never the CRDT engine's
 last-writer-wins. Only two mutations exist, so the store can apply them to any engine.
 
-Record kinds and their creation fields (every value JSON-compatible):
+Record kinds and their creation fields (every value JSON-compatible; ``validate.py`` holds
+the exact schema):
 
 ``session`` (ContentSessionLog, SPEC §1.1 + §1.8)
     user_id, content_id, channel_id, kind, visitor_id, start_timestamp, context (dict,
     already in Kolibri's key order), repeat, mastery_level, mastery_criterion, device_id.
-    Events: ``progress_delta`` | ``progress``, ``time_spent_delta``, ``extra_fields``.
+    Events: exactly the keys of the validated update among ``progress_delta`` |
+    ``progress``, ``time_spent_delta``, ``extra_fields`` (an empty update is an event too).
 ``attempt`` (AttemptLog, SPEC §1.4)
     user_id, sessionlog_id, content_id and mastery_level (of the creating session, so the
     attempt's group and masterylog id need no lookup), item, start_timestamp, at (the
     creating request's now), order (position among the attempts that request created),
-    and the first interaction's correct, answer, simple_answer, time_spent, complete,
-    hinted, error, history (its interaction summary).
-    Events: ``history`` (one interaction summary) and the fields that interaction set.
+    device_id, and the first interaction's correct, answer, simple_answer, time_spent,
+    complete, hinted, error, history (its interaction summary).
+    Events: one per later interaction: ``history`` and ``time_spent`` always; ``correct``
+    and, when sent, ``answer``/``simple_answer`` on a replace; ``complete``, ``hinted``,
+    ``error`` only as ``true`` and only when that interaction turned them on.
 ``usersession`` (UserSessionLog, SPEC §1.7)
-    user_id, start_timestamp, device_info. Events: heartbeats (``at`` only).
-``examlog`` / ``examattempt`` (SPEC §1.5, §1.6): exam_id (and examlog_id, content_id).
+    user_id, start_timestamp, device_info, device_id. Events: heartbeats (``at`` only).
+``examlog`` (ExamLog, SPEC §1.5)
+    exam_id, user_id, at (creation), closed, completion_timestamp, device_id.
+    Events: ``closed`` (only ``true``), ``completion_timestamp``.
+``examattempt`` (ExamAttemptLog, SPEC §1.6)
+    exam_id, user_id, content_id, item, start_timestamp, at, order, device_id and the
+    first interaction's values as for ``attempt``. Events as for ``attempt``.
 """
 
 from __future__ import annotations
