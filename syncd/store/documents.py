@@ -151,8 +151,14 @@ class PartitionDoc:
         return data
 
     def import_(self, data: bytes) -> ImportOutcome:
+        """Import update bytes; InvalidRecordError if the engine cannot parse them."""
         before = self._doc.oplog_vv.encode()
-        status = self._doc.import_(data)
+        try:
+            status = self._doc.import_(data)
+        except (KeyboardInterrupt, SystemExit):
+            raise
+        except BaseException as exc:  # loro reports undecodable bytes as a Rust panic (BaseException)
+            raise InvalidRecordError("data", f"not a valid update: {type(exc).__name__}: {exc}") from None
         return ImportOutcome(changed=self._doc.oplog_vv.encode() != before, pending=status.pending is not None)
 
     def fork(self) -> "PartitionDoc":

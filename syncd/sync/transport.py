@@ -1,0 +1,519 @@
+"""The shell around ``protocol.py``: HTTPS between peers (aiohttp), and the store.
+
+Server: ``make_peer_app`` serves ``POST /sync/v1``. Each request body is one frame; the
+first request of a session (a hello) creates a ``ServerSession`` named by its hello nonce,
+which the client sends back in ``X-Syncd-Session``. Guards, cheapest first: no facility
+→ 503 ``no_facility`` on every route; a declared body over the frame limit → 413 before
+reading a byte; a body that does not arrive within ``body_timeout`` → 408 and the
+connection is closed (a stalled peer holds one coroutine, nothing else); a new session
+beyond ``max_sessions`` (after expiring idle ones and closing quiescent no-op ones) → 503
+``busy``. Undecodable frames fail the session with an ``error`` frame.
+
+Client: ``PeerClient.sync(host, port)`` runs one ``ClientSession`` over a keep-alive
+aiohttp session, reading the server certificate off the TLS connection so the proof
+binds it, and returns a ``SyncReport``.
+
+Both drive the protocol the same way (``execute``): run its outputs in order, answer its
+requests from the ``SyncStore``, persist cursors through a ``PeerStateStore``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import ssl
+import time
+from collections import deque
+from dataclasses import dataclass, field
+from typing import Any, Awaitable, Callable, Iterable, Literal, Protocol, runtime_checkable
+
+import aiohttp
+from aiohttp import web
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+from syncd.errors import InvalidRecordError, RemoteProtocolError
+from syncd.store.interface import Subscription, SyncStore
+from syncd.sync import codec
+from syncd.sync.membership import Facility
+from syncd.sync.messages import Cursor, DeviceId, Epoch, Error, Message
+from syncd.sync.protocol import (
+    DELTA_BUDGET, ClientSession, Export, Failed, Finished, Import, LoadPeer, LocalDevice, NeedChanges,
+    NeedVersions, Output, SaveCursor, SavePushSeq, Send, ServerSession, SessionSummary,
+)
+from syncd.sync.tls import client_ssl_context, peer_certificate
+
+log = logging.getLogger(__name__)
+
+PATH = "/sync/v1"
+SESSION_HEADER = "X-Syncd-Session"
+CONTENT_TYPE = "application/x-syncd-frame"
+FacilityProvider = Callable[[], Facility | None]
+IsRevoked = Callable[[str], bool]
+
+
+class DeviceIdentity(Protocol):
+    """This device (``store.statedir.Identity`` fits)."""
+
+    @property
+    def device_id(self) -> str: ...
+
+    @property
+    def private_key(self) -> Ed25519PrivateKey: ...
+
+
+@runtime_checkable
+class PeerStateStore(Protocol):
+    """Where a client keeps, per server device, its pull and push cursors (durably)."""
+
+    async def peer_cursors(self, device_id: str) -> tuple[Cursor | None, Cursor | None]: ...
+
+    async def save_pull_cursor(self, device_id: str, cursor: Cursor) -> None: ...
+
+    async def save_push_cursor(self, device_id: str, cursor: Cursor) -> None: ...
+
+
+class MemoryPeerState:
+    """Cursors in memory: resumes within one process only (tests; until the store has them)."""
+
+    def __init__(self) -> None:
+        self.cursors: dict[str, tuple[Cursor | None, Cursor | None]] = {}
+
+    async def peer_cursors(self, device_id: str) -> tuple[Cursor | None, Cursor | None]:
+        return self.cursors.get(device_id, (None, None))
+
+    async def save_pull_cursor(self, device_id: str, cursor: Cursor) -> None:
+        self.cursors[device_id] = (cursor, self.cursors.get(device_id, (None, None))[1])
+
+    async def save_push_cursor(self, device_id: str, cursor: Cursor) -> None:
+        self.cursors[device_id] = (self.cursors.get(device_id, (None, None))[0], cursor)
+
+
+@dataclass(frozen=True)
+class SyncReport:
+    """One session as the scheduler, ``/peers`` and ``/status`` record it."""
+
+    role: Literal["client", "server"]
+    address: str
+    peer: str | None
+    outcome: Literal["ok", "failed"]
+    reason: str
+    partitions_in: tuple[str, ...]
+    partitions_out: tuple[str, ...]
+    records_in: int
+    bytes_in: int                 # frame bytes received (HTTP bodies)
+    bytes_out: int
+    duration: float
+    clock_skew: float | None
+    full: bool
+    full_reason: str
+    summary: SessionSummary | None = field(default=None, repr=False)
+
+
+def _report(role: Literal["client", "server"], address: str, summary: SessionSummary | None, reason: str,
+            bytes_in: int, bytes_out: int, duration: float) -> SyncReport:
+    if summary is None:
+        return SyncReport(role, address, None, "failed", reason, (), (), 0, bytes_in, bytes_out, duration,
+                          None, False, "", None)
+    return SyncReport(role, address, summary.peer, summary.outcome, summary.reason, summary.partitions_in,
+                      summary.partitions_out, summary.records_in, bytes_in, bytes_out, duration,
+                      summary.clock_skew, summary.full, summary.full_reason, summary)
+
+
+async def execute(session: ClientSession | ServerSession, outputs: list[Output], store: SyncStore,
+                  peers: PeerStateStore | None) -> tuple[tuple[Message, ...] | None, list[Finished | Failed]]:
+    """Run ``outputs`` in order, feeding request results back, until the session has a
+    frame to send (returned) or has ended. Store errors other than a refused chunk
+    propagate: the caller aborts the session."""
+    queue: deque[Output] = deque(outputs)
+    frame: tuple[Message, ...] | None = None
+    ends: list[Finished | Failed] = []
+    while queue:
+        out = queue.popleft()
+        if isinstance(out, Send):
+            frame = out.messages
+        elif isinstance(out, LoadPeer):
+            assert peers is not None
+            queue.extend(session.peer_loaded(*(await peers.peer_cursors(out.peer))))
+        elif isinstance(out, NeedChanges):
+            queue.extend(session.changes_ready(*(await store.changes_since(out.since, out.subscription))))
+        elif isinstance(out, NeedVersions):
+            queue.extend(session.versions_ready(await store.version_vectors(out.partitions)))
+        elif isinstance(out, Export):
+            queue.extend(session.export_ready(out.partition, await store.export_missing(out.partition, out.their_vv)))
+        elif isinstance(out, Import):
+            try:
+                result = await store.import_chunk(out.partition, out.data, source=session.peer or "?")
+            except InvalidRecordError as exc:  # the peer's fault: refused, logged, backed off
+                log.warning("refused a chunk of %s from peer %s: %s", out.partition, (session.peer or "?")[:12], exc)
+                queue.extend(session.import_refused(out.partition, str(exc) or type(exc).__name__))
+            else:
+                queue.extend(session.import_done(out.partition, changed=result.changed, pending=result.pending,
+                                                 records=result.records))
+        elif isinstance(out, SaveCursor):
+            assert peers is not None
+            await peers.save_pull_cursor(out.peer, out.cursor)
+        elif isinstance(out, SavePushSeq):
+            assert peers is not None
+            await peers.save_push_cursor(out.peer, out.cursor)
+        else:
+            ends.append(out)
+    return frame, ends
+
+
+def _ends(outputs: list[Output]) -> list[Finished | Failed]:
+    return [o for o in outputs if isinstance(o, (Finished, Failed))]
+
+
+def _log_end(report: SyncReport) -> None:
+    peer = (report.peer or "?")[:12]
+    if report.outcome == "ok":
+        log.info("sync %s %s (%s): ok, %d in / %d out partitions, %d records, %d/%d bytes, %.3fs%s",
+                 report.role, peer, report.address, len(report.partitions_in), len(report.partitions_out),
+                 report.records_in, report.bytes_in, report.bytes_out, report.duration,
+                 f"; full exchange: {report.full_reason}" if report.full_reason else "")
+    else:
+        log.warning("sync %s %s (%s) failed: %s", report.role, peer, report.address, report.reason)
+    if report.clock_skew is not None and abs(report.clock_skew) > 300:
+        log.warning("clock of peer %s is %+.0f s off ours", peer, report.clock_skew)
+
+
+async def _read_capped(stream: aiohttp.StreamReader, limit: int) -> bytes:
+    """The whole body, or RemoteProtocolError once it passes ``limit`` bytes."""
+    chunks: list[bytes] = []
+    size = 0
+    while True:
+        chunk = await stream.read(65536)
+        if not chunk:
+            return b"".join(chunks)
+        size += len(chunk)
+        if size > limit:
+            raise RemoteProtocolError(f"body over {limit} bytes", status_hint=413)
+        chunks.append(chunk)
+
+
+# --- server -------------------------------------------------------------------------------
+
+@dataclass
+class _Entry:
+    session: ServerSession
+    address: str
+    started: float
+    last_used: float
+    lock: asyncio.Lock = field(default_factory=asyncio.Lock)
+    bytes_in: int = 0
+    bytes_out: int = 0
+
+
+@dataclass
+class PeerServerConfig:
+    max_sessions: int = 16
+    session_idle: float = 30.0          # seconds without a request before a session ends
+    body_timeout: float = 10.0          # seconds for a request body to arrive
+    request_timeout: float = 120.0      # seconds to answer once the body is in
+    max_body: int = codec.MAX_FRAME
+    delta_budget: int = DELTA_BUDGET
+
+
+class PeerServer:
+    """The state behind ``POST /sync/v1``: live server sessions, keyed by session id."""
+
+    def __init__(self, store: SyncStore, identity: DeviceIdentity, facility_provider: FacilityProvider,
+                 certificate: bytes, subscription: Subscription, is_revoked: IsRevoked,
+                 config: PeerServerConfig, on_session: Callable[[SyncReport], None] | None,
+                 clock: Callable[[], float], entropy: Callable[[int], bytes]) -> None:
+        self.store, self.identity, self.facility_provider = store, identity, facility_provider
+        self.certificate, self.subscription, self.is_revoked = certificate, subscription, is_revoked
+        self.config, self.on_session, self.clock, self.entropy = config, on_session, clock, entropy
+        self.sessions: dict[str, _Entry] = {}
+
+    def _end(self, key: str, entry: _Entry, ends: list[Finished | Failed]) -> None:
+        self.sessions.pop(key, None)
+        for end in ends:
+            report = _report("server", entry.address, end.summary, end.summary.reason, entry.bytes_in,
+                             entry.bytes_out, self.clock() - entry.started)
+            _log_end(report)
+            if self.on_session is not None:
+                self.on_session(report)
+
+    def sweep(self, *, make_room: bool = False) -> None:
+        """End idle sessions; with ``make_room``, also quiescent ones (a no-op client
+        never says bye), oldest first, until one slot is free."""
+        now = self.clock()
+        for key, entry in sorted(self.sessions.items(), key=lambda kv: kv[1].last_used):
+            if entry.lock.locked():
+                continue
+            idle = now - entry.last_used > self.config.session_idle
+            full = make_room and len(self.sessions) >= self.config.max_sessions
+            if idle or (full and entry.session.quiescent):
+                self._end(key, entry, _ends(entry.session.close(now)))
+
+    async def handle(self, request: web.Request) -> web.StreamResponse:
+        cfg = self.config
+        if request.content_length is not None and request.content_length > cfg.max_body:
+            return await _hang_up(request, 413, "too_large", f"frame over {cfg.max_body} bytes")
+        try:
+            async with asyncio.timeout(cfg.body_timeout):
+                body = await _read_capped(request.content, cfg.max_body)
+        except TimeoutError:
+            log.warning("peer %s stalled mid-body: cut off after %.1fs", request.remote, cfg.body_timeout)
+            return await _hang_up(request, 408, "timeout", "the body did not arrive in time")
+        except RemoteProtocolError as exc:
+            return await _hang_up(request, 413, "too_large", exc.detail)
+        key = request.headers.get(SESSION_HEADER)
+        if key is None:
+            return await self._open(request, body)
+        entry = self.sessions.get(key)
+        if entry is None:
+            return _refuse(410, "unknown_session", "no such session (expired or ended)")
+        if entry.lock.locked():
+            return _refuse(409, "busy_session", "one request at a time per session")
+        async with entry.lock:
+            entry.last_used = self.clock()
+            entry.bytes_in += len(body)
+            return await self._step(key, entry, body)
+
+    async def _open(self, request: web.Request, body: bytes) -> web.StreamResponse:
+        facility = self.facility_provider()
+        if facility is None:
+            return _refuse(503, "no_facility", "this device belongs to no facility", close=True)
+        self.sweep(make_room=len(self.sessions) >= self.config.max_sessions)
+        if len(self.sessions) >= self.config.max_sessions:
+            return _refuse(503, "busy", "too many sync sessions; retry later", headers={"Retry-After": "5"})
+        me = LocalDevice(DeviceId(self.identity.device_id), Epoch(self.store.epoch), facility, self.subscription)
+        session = ServerSession(me, self.entropy(32), self.certificate, is_revoked=self.is_revoked,
+                                delta_budget=self.config.delta_budget)
+        now = self.clock()
+        entry = _Entry(session, str(request.remote), now, now, bytes_in=len(body))
+        self.sessions[session.session_id] = entry
+        async with entry.lock:
+            return await self._step(session.session_id, entry, body, headers={SESSION_HEADER: session.session_id})
+
+    async def _step(self, key: str, entry: _Entry, body: bytes, headers: dict[str, str] | None = None
+                    ) -> web.StreamResponse:
+        session, status = entry.session, 200
+        try:
+            messages = codec.decode(body)
+        except RemoteProtocolError as exc:
+            outputs = session.abort(f"undecodable frame: {exc.detail}", self.clock(), tell_peer=False)
+            outputs = [Send((Error("protocol", exc.detail),))] + outputs
+            status = 400
+            messages = None
+        try:
+            async with asyncio.timeout(self.config.request_timeout):
+                if messages is not None:
+                    outputs = session.receive(messages, self.clock())
+                frame, ends = await execute(session, outputs, self.store, None)
+        except Exception as exc:   # the store failed (or a bug): end the session, tell the peer
+            log.exception("sync session with %s failed locally", (session.peer or "?")[:12])
+            outputs = session.abort(f"local failure: {type(exc).__name__}: {exc}", self.clock(), tell_peer=True)
+            frame, ends = await execute(session, outputs, self.store, None)
+            status = 503
+        data = codec.encode(frame or ())
+        entry.bytes_out += len(data)
+        if ends:
+            self._end(key, entry, ends)
+        return web.Response(body=data, status=status, headers=headers, content_type=CONTENT_TYPE)
+
+    async def close_all(self) -> None:
+        now = self.clock()
+        for key, entry in list(self.sessions.items()):
+            self._end(key, entry, _ends(entry.session.close(now)))
+
+
+def _refuse(status: int, code: str, detail: str, *, close: bool = False,
+            headers: dict[str, str] | None = None) -> web.Response:
+    response = web.json_response({"error": code, "detail": detail}, status=status, headers=headers)
+    if close:
+        response.force_close()
+    return response
+
+
+async def _hang_up(request: web.Request, status: int, code: str, detail: str) -> web.StreamResponse:
+    """Answer, then close the connection at once: no lingering to drain a body we refuse
+    (aiohttp would otherwise read and discard it for up to 10 s)."""
+    response = _refuse(status, code, detail, close=True)
+    await response.prepare(request)
+    await response.write_eof()
+    request.protocol.force_close()
+    return response
+
+
+PEER_SERVER = web.AppKey("syncd_peer_server", PeerServer)
+FACILITY_PROVIDER: web.AppKey[FacilityProvider] = web.AppKey("syncd_facility_provider")
+
+
+def make_peer_app(
+    store: SyncStore,
+    identity: DeviceIdentity,
+    facility_provider: FacilityProvider,
+    *,
+    certificate: bytes,
+    subscription: Subscription = "all",
+    is_revoked: IsRevoked = lambda _: False,
+    config: PeerServerConfig | None = None,
+    on_session: Callable[[SyncReport], None] | None = None,
+    routes: Iterable[web.AbstractRouteDef] = (),
+    clock: Callable[[], float] = time.time,
+    entropy: Callable[[int], bytes] = os.urandom,
+) -> web.Application:
+    """The peer port's app: ``POST /sync/v1`` plus ``routes`` (the daemon adds the join
+    endpoint here, or later with ``app.add_routes`` before the runner starts). Serve it
+    with ``web.TCPSite(..., ssl_context=tls.server_ssl_context(...))``; ``certificate``
+    is that context's certificate (DER), bound into every proof. With no facility
+    (``facility_provider()`` is None) every route answers 503 ``no_facility``."""
+    server = PeerServer(store, identity, facility_provider, certificate, subscription, is_revoked,
+                         config or PeerServerConfig(), on_session, clock, entropy)
+
+    @web.middleware
+    async def facility_gate(request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]
+                            ) -> web.StreamResponse:
+        if facility_provider() is None:
+            return _refuse(503, "no_facility", "this device belongs to no facility", close=True)
+        return await handler(request)
+
+    async def sweeper(app: web.Application) -> Any:
+        async def loop() -> None:
+            while True:
+                await asyncio.sleep(max(1.0, server.config.session_idle / 4))
+                server.sweep()
+
+        task = asyncio.create_task(loop())
+        yield
+        task.cancel()
+        await server.close_all()
+
+    app = web.Application(middlewares=[facility_gate], client_max_size=server.config.max_body)
+    app[PEER_SERVER] = server
+    app[FACILITY_PROVIDER] = facility_provider
+    app.router.add_post(PATH, server.handle)
+    app.add_routes(list(routes))
+    app.cleanup_ctx.append(sweeper)
+    return app
+
+
+# --- client -------------------------------------------------------------------------------
+
+class CertifiedResponse(aiohttp.ClientResponse):
+    """A response that remembers the certificate of the connection it came on (aiohttp
+    releases a connection as soon as a small body is read, so ask while it is held)."""
+
+    peer_certificate: bytes | None = None
+
+    async def start(self, connection: Any) -> "aiohttp.ClientResponse":
+        transport = getattr(connection, "transport", None)
+        if transport is not None:
+            self.peer_certificate = peer_certificate(transport.get_extra_info("ssl_object"))
+        return await super().start(connection)
+
+
+class PeerClient:
+    """Runs client sessions against peers over one keep-alive aiohttp session.
+
+    ``async with PeerClient(store, identity, facility_provider) as client:
+    report = await client.sync(host, port)``."""
+
+    def __init__(
+        self,
+        store: SyncStore,
+        identity: DeviceIdentity,
+        facility_provider: FacilityProvider,
+        *,
+        subscription: Subscription = "all",
+        peer_state: PeerStateStore | None = None,
+        is_revoked: IsRevoked = lambda _: False,
+        timeout: float = 60.0,
+        connect_timeout: float = 5.0,
+        ssl_context: ssl.SSLContext | None = None,
+        delta_budget: int = DELTA_BUDGET,
+        clock: Callable[[], float] = time.time,
+        entropy: Callable[[int], bytes] = os.urandom,
+    ) -> None:
+        self.store, self.identity, self.facility_provider = store, identity, facility_provider
+        self.subscription, self.is_revoked, self.delta_budget = subscription, is_revoked, delta_budget
+        if peer_state is None:
+            peer_state = store if isinstance(store, PeerStateStore) else MemoryPeerState()
+        self.peer_state: PeerStateStore = peer_state
+        self.clock, self.entropy = clock, entropy
+        self._timeout = aiohttp.ClientTimeout(total=timeout, sock_connect=connect_timeout, sock_read=timeout)
+        self._ssl = ssl_context or client_ssl_context()
+        self._http: aiohttp.ClientSession | None = None
+
+    async def __aenter__(self) -> "PeerClient":
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.close()
+
+    async def close(self) -> None:
+        if self._http is not None:
+            await self._http.close()
+            self._http = None
+
+    def _session(self) -> aiohttp.ClientSession:
+        if self._http is None or self._http.closed:
+            connector = aiohttp.TCPConnector(ssl=self._ssl, limit=8, keepalive_timeout=30)
+            self._http = aiohttp.ClientSession(connector=connector, timeout=self._timeout,
+                                               response_class=CertifiedResponse)
+        return self._http
+
+    async def sync(self, host: str, port: int) -> SyncReport:
+        """One session with the peer at ``host:port``: pull, then push. Never raises for
+        the peer's faults or the network's: the report says what happened."""
+        address, started = f"{host}:{port}", self.clock()
+        facility = self.facility_provider()
+        if facility is None:
+            return _report("client", address, None, "this device belongs to no facility", 0, 0, 0.0)
+        me = LocalDevice(DeviceId(self.identity.device_id), Epoch(self.store.epoch), facility, self.subscription,
+                         self.identity.private_key)
+        session = ClientSession(me, self.entropy(32), is_revoked=self.is_revoked, delta_budget=self.delta_budget)
+        url = f"https://{host}:{port}{PATH}"
+        counts = [0, 0]          # bytes in, bytes out
+        frame, ends = await execute(session, session.start(self.clock()), self.store, self.peer_state)
+        session_id: str | None = None
+        while frame is not None:
+            body = codec.encode(frame)
+            counts[1] += len(body)
+            try:
+                status, data, cert, sid = await self._post(url, body, session_id)
+            except (aiohttp.ClientError, TimeoutError, RemoteProtocolError, OSError) as exc:
+                ends = ends or _ends(session.abort(f"connection: {type(exc).__name__}: {exc}", self.clock()))
+                break
+            counts[0] += len(data)
+            if ends:             # that was the bye (or our error): the session is already over
+                break
+            session_id = session_id or sid
+            try:
+                if status not in (200, 400, 503):
+                    raise RemoteProtocolError(f"HTTP {status}: {data[:200].decode(errors='replace')}")
+                messages = codec.decode(data)
+            except RemoteProtocolError as exc:
+                if status != 200:
+                    detail = f"HTTP {status}: {data[:200].decode(errors='replace')}"
+                else:
+                    detail = exc.detail
+                ends = _ends(session.abort(f"bad answer from the peer: {detail}", self.clock()))
+                break
+            try:
+                outputs = session.receive(messages, self.clock(), server_cert=cert)
+                frame, ends = await execute(session, outputs, self.store, self.peer_state)
+            except Exception as exc:
+                log.exception("sync with %s failed locally", address)
+                outputs = session.abort(f"local failure: {type(exc).__name__}: {exc}", self.clock(), tell_peer=True)
+                frame, ends = await execute(session, outputs, self.store, self.peer_state)
+        summary = ends[-1].summary if ends else None
+        report = _report("client", address, summary, summary.reason if summary else "no outcome",
+                         counts[0], counts[1], self.clock() - started)
+        _log_end(report)
+        return report
+
+    async def _post(self, url: str, body: bytes, session_id: str | None) -> tuple[int, bytes, bytes | None, str | None]:
+        headers = {"Content-Type": CONTENT_TYPE}
+        if session_id is not None:
+            headers[SESSION_HEADER] = session_id
+        async with self._session().post(url, data=body, headers=headers) as resp:
+            cert = resp.peer_certificate if isinstance(resp, CertifiedResponse) else None
+            if resp.content_length is not None and resp.content_length > codec.MAX_FRAME:
+                raise RemoteProtocolError("response over the frame limit")
+            data = await _read_capped(resp.content, codec.MAX_FRAME)
+            return resp.status, data, cert, resp.headers.get(SESSION_HEADER)
