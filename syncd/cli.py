@@ -135,3 +135,43 @@ def logs(
 
 
 main.add_command(facility)
+
+
+PEER_COLUMNS = ("address", "device_id", "sources", "tag", "candidate", "last_seen")
+SESSION_COLUMNS = ("address", "peer", "outcome", "partitions_in", "partitions_out", "records_in",
+                   "bytes_in", "bytes_out", "duration", "reason")
+
+
+@main.command()
+@json_option
+@socket_option
+@config_option
+def peers(as_json: bool, socket: str | None, config_path: str | None) -> None:
+    """List the peers this daemon knows (mDNS and static) and their last session."""
+    rows = call(socket, config_path, lambda client: client.peers())
+    if as_json:
+        click.echo(render.json_text(rows), nl=False)
+        return
+    for row in rows:
+        row["sources"] = ",".join(row.get("sources") or ())
+        row["device_id"] = (row.get("device_id") or "")[:12]
+    click.echo(render.table(rows, PEER_COLUMNS), nl=False)
+
+
+@main.command()
+@click.argument("peer", required=False)
+@json_option
+@socket_option
+@config_option
+def sync(peer: str | None, as_json: bool, socket: str | None, config_path: str | None) -> None:
+    """Sync now with PEER (host:port) or with every peer in reach, and wait for it."""
+    answer = call(socket, config_path, lambda client: client.sync(peer), timeout=600)
+    sessions = answer.get("sessions", [])
+    if as_json:
+        click.echo(render.json_text(answer), nl=False)
+    else:
+        for row in sessions:
+            row["peer"] = (row.get("peer") or "")[:12]
+        click.echo(render.table(sessions, SESSION_COLUMNS) if sessions else "no peer to sync with\n", nl=False)
+    if any(s.get("outcome") != "ok" for s in sessions) or (peer and not sessions):
+        raise SystemExit(EXIT_FAILURE)

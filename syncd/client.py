@@ -251,6 +251,11 @@ class SyncdClient:
         """``GET /peers``: the peers this daemon knows and how they are in step."""
         return await self._call("GET", "/peers")
 
+    async def sync(self, peer: str | None = None) -> dict[str, Any]:
+        """``POST /sync``: sync one peer (``host:port``) or every candidate now; waits for
+        the sessions and returns their reports."""
+        return _expect_dict(await self._call("POST", "/sync", json={"peer": peer} if peer else {}))
+
     async def start_session(
         self,
         payload: Mapping[str, Any],

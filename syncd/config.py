@@ -201,6 +201,15 @@ def _learner_id(value: object) -> str:
 _learner_ids = _array(_learner_id, "learner ids (UUIDs)")
 
 
+def _ipv4(value: object) -> str:
+    if not isinstance(value, str):
+        raise _Invalid(f"expected an IPv4 address, got {_describe(value)}")
+    try:
+        return str(ipaddress.IPv4Address(value))
+    except ValueError:
+        raise _Invalid(f"expected an IPv4 address, got {value!r}") from None
+
+
 def _subscription(value: object) -> Literal["all"] | tuple[str, ...]:
     if value == "all":
         return "all"
@@ -257,6 +266,7 @@ class DiscoverySettings:
     """``[discovery]``: mDNS advertise and browse."""
 
     enabled: bool = field(default=True, metadata=_check(_bool))
+    interfaces: tuple[str, ...] = field(default=(), metadata=_check(_array(_ipv4, "IPv4 addresses")))
 
 
 @dataclass(frozen=True)

@@ -2,9 +2,12 @@
 
 Start-up order (read as a list, as Syncthing's ``App.startup``):
 1. lock the state dir and open the store (migrations, identity, a fresh peer id);
-2. serve the API on a temporary socket name, then rename it into place, so the socket
+2. load the facility; start peer sync (the HTTPS peer port, so its bound port is known,
+   and the scheduler);
+3. serve the API on a temporary socket name, then rename it into place, so the socket
    file existing means the API answers (a stale file from ``kill -9`` is replaced);
-3. print the ready line (``--print-ready``) and tell systemd READY=1.
+4. print the ready line (``--print-ready``) and tell systemd READY=1;
+5. start mDNS discovery (a second of name probing: after ready).
 Shutdown runs in reverse on SIGTERM/SIGINT.
 """
 
@@ -26,9 +29,12 @@ from aiohttp import web
 
 from syncd import __version__, systemd
 from syncd.api import make_app
+from syncd.api.facility import FacilityService, add_routes
+from syncd.api.keys import SYNC
 from syncd.config import Settings
 from syncd.errors import SyncdError
 from syncd.store.sqlite import SqliteStore
+from syncd.sync.service import SyncService
 
 log = logging.getLogger("syncd")
 
@@ -98,21 +104,46 @@ async def _serve(settings: Settings, print_ready: bool) -> int:
     )
     socket_path = settings.api.socket
     runner: web.AppRunner | None = None
+    sync: SyncService | None = None
     temporary: Path | None = None
     owns_socket = False
     try:
+        sync_ref: list[SyncService] = []
+
+        async def facility_changed(facility: Any) -> None:
+            await sync_ref[0].facility_changed(facility)
+
+        async def find_inviters() -> list[tuple[str, int]]:
+            return await sync_ref[0].find_inviters()
+
+        async def revoked(_revocation: Any) -> None:
+            await sync_ref[0].refresh_revocations()
+
+        facility = FacilityService(
+            read=store.run_read, write=store.run_write,
+            device_id=store.device_id, device_key=store.identity.private_key,
+            find_inviters=find_inviters, on_change=facility_changed, on_revoke=revoked,
+        )
+        current = await facility.load()
+        if current is not None and store.dataset_id != current.dataset_id:
+            await store.set_dataset(current.dataset_id)
+        sync = SyncService(store, settings, facility)
+        sync_ref.append(sync)
+        await sync.start()
 
         def status_extra() -> dict[str, Any]:
+            assert sync is not None
             return {
                 "name": settings.device.name,
                 "version": __version__,
-                "facility": None,
-                "sync_port": None,
                 "socket": str(socket_path),
                 "pid": os.getpid(),
+                **sync.status_view(),
             }
 
         app = make_app(store, settings, status_extra)
+        add_routes(app, facility)
+        app[SYNC] = sync
         runner = web.AppRunner(app, access_log=None, handle_signals=False)
         await runner.setup()
         sock, temporary = _bind_unix(socket_path)
@@ -121,9 +152,10 @@ async def _serve(settings: Settings, print_ready: bool) -> int:
         owns_socket = True
         log.info("syncd %s device %s serving %s", __version__, store.device_id, socket_path)
         if print_ready:
-            line = {"socket": str(socket_path), "sync_port": None, "device_id": store.device_id}
+            line = {"socket": str(socket_path), "sync_port": sync.sync_port, "device_id": store.device_id}
             print(json.dumps(line), flush=True)
         systemd.ready()
+        await sync.start_discovery()
         await stop.wait()
         log.info("stopping")
         systemd.stopping()
@@ -135,5 +167,7 @@ async def _serve(settings: Settings, print_ready: bool) -> int:
                 temporary.unlink()
         if runner is not None:
             await runner.cleanup()
+        if sync is not None:
+            await sync.stop()
         await store.close()
     return 0

@@ -53,7 +53,8 @@ def test_running_peers_are_not_due() -> None:
 
 @dataclass(frozen=True)
 class Done:
-    peer_device_id: str
+    peer: str | None
+    ok: bool = True
 
 
 async def test_failures_back_off_and_successes_verify() -> None:

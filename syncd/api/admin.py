@@ -14,7 +14,7 @@ from typing import Any
 from aiohttp import web
 
 from syncd.api.errors import ApiError
-from syncd.api.keys import STATUS_EXTRA, STORE
+from syncd.api.keys import STATUS_EXTRA, STORE, SYNC
 
 _UCRED = struct.Struct("3i")  # pid, uid, gid
 
@@ -53,8 +53,26 @@ async def status(request: web.Request) -> web.Response:
 
 
 async def peers(request: web.Request) -> web.Response:
-    # Peer sync comes with the sync issue; until then this device knows no peers.
-    return web.json_response([])
+    sync = request.app.get(SYNC)
+    return web.json_response(sync.peers_view() if sync is not None else [])
+
+
+async def sync_now(request: web.Request) -> web.Response:
+    """``POST /sync`` ``{"peer": "host:port"}`` (optional): sync now and answer with the
+    sessions' reports once they finished."""
+    require_admin(request)
+    sync = request.app.get(SYNC)
+    if sync is None:
+        raise ApiError(503, "sync_off", "peer sync is not running on this daemon")
+    body = await request.json() if request.can_read_body else {}
+    peer = body.get("peer") if isinstance(body, dict) else None
+    if peer is not None and not isinstance(peer, str):
+        raise ApiError(400, "invalid_parameter", "peer must be \"host:port\"")
+    try:
+        reports = await sync.sync_now(peer)
+    except ValueError as exc:
+        raise ApiError(400, "invalid_parameter", str(exc)) from None
+    return web.json_response({"sessions": reports})
 
 
 async def rebuild(request: web.Request) -> web.Response:

@@ -44,4 +44,5 @@ def make_app(store: Store, settings: Settings, status_extra: Callable[[], dict[s
     app.router.add_get("/status", admin.status)
     app.router.add_get("/peers", admin.peers)
     app.router.add_post("/rebuild", admin.rebuild)
+    app.router.add_post("/sync", admin.sync_now)
     return app

@@ -27,7 +27,14 @@ class Outcome(Protocol):
     """What a finished session tells the scheduler."""
 
     @property
-    def peer_device_id(self) -> str: ...
+    def peer(self) -> str | None:
+        """The device id the peer proved (None if it never got that far)."""
+        ...
+
+    @property
+    def ok(self) -> bool:
+        """False: the session failed (the address is backed off)."""
+        ...
 
 
 O = TypeVar("O", bound=Outcome)
@@ -104,7 +111,7 @@ class Scheduler(Generic[O]):
 
     async def sync_now(self, address: PeerAddress | None = None) -> list[O | None]:
         """Sync one address (even one nobody advertised) or every candidate now, and wait
-        for those sessions; None marks a session that failed."""
+        for those sessions; None marks a session that raised."""
         if address is not None:
             return [await self._session(address)]
         now = self._clock()
@@ -152,8 +159,11 @@ class Scheduler(Generic[O]):
             log.warning("sync with %s failed: %s (next try in %.0f s)", address, exc, retry_at - self._clock())
             self._plan.finished(address, self._clock())
             return None
-        if tag is not None:
-            self._table.record_success(address, outcome.peer_device_id, tag=tag, now=self._clock())
+        if not outcome.ok:
+            retry_at = self._table.record_failure(address, now=self._clock())
+            log.info("sync with %s did not complete (next try in %.0f s)", address, retry_at - self._clock())
+        elif tag is not None and outcome.peer is not None:
+            self._table.record_success(address, outcome.peer, tag=tag, now=self._clock())
         self._plan.finished(address, self._clock())
         return outcome
 

@@ -109,6 +109,10 @@ class SyncReport:
     full_reason: str
     summary: SessionSummary | None = field(default=None, repr=False)
 
+    @property
+    def ok(self) -> bool:
+        return self.outcome == "ok"
+
 
 def _report(role: Literal["client", "server"], address: str, summary: SessionSummary | None, reason: str,
             bytes_in: int, bytes_out: int, duration: float) -> SyncReport:

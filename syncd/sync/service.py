@@ -1,0 +1,265 @@
+"""SyncService: peer sync as one unit the daemon starts and stops.
+
+It owns the peer port (HTTPS: ``POST /sync/v1`` and the join endpoint), the client that
+syncs with others, the peer table, mDNS discovery and the scheduler, and keeps them in
+step with the facility (no facility: nothing is served or synced; joining or creating
+one re-advertises the tag, refolds with the facility's dataset id and syncs soon).
+
+Start order: peer port (so its bound port is known) → scheduler → discovery (zeroconf's
+name probing takes about a second; the API is already answering by then).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import enum
+import logging
+import sqlite3
+import time
+from collections import deque
+from dataclasses import asdict
+from typing import Any
+
+from aiohttp import web
+
+from syncd.api.facility import FacilityService
+from syncd.config import Settings
+from syncd.discovery.mdns import Discovery
+from syncd.discovery.peers import PeerAddress, PeerTable
+from syncd.store import facility as facility_db
+from syncd.store.peer_state import SqlitePeerState
+from syncd.store.sqlite import SqliteStore
+from syncd.sync.join import JOIN_PATH
+from syncd.sync.membership import Facility
+from syncd.sync.scheduler import Scheduler, SyncPlan
+from syncd.sync.tls import load_or_create_certificate, server_ssl_context
+from syncd.sync.transport import PeerClient, SyncReport, make_peer_app
+
+log = logging.getLogger(__name__)
+
+SKEW_WARNING = 300.0  # seconds (DESIGN §5)
+
+
+class SyncService:
+    def __init__(self, store: SqliteStore, settings: Settings, facility: FacilityService) -> None:
+        self.store = store
+        self.settings = settings
+        self.facility = facility
+        self.table = PeerTable(settings.sync.peers, now=time.monotonic())
+        self.sync_port: int | None = None
+        self.sessions: deque[SyncReport] = deque(maxlen=200)
+        self._subscription: Any = (
+            "all" if settings.sync.subscription == "all" else frozenset(settings.sync.subscription)
+        )
+        self._revoked: frozenset[str] = frozenset()
+        self._runner: web.AppRunner | None = None
+        self._client: PeerClient | None = None
+        self._scheduler: Scheduler[SyncReport] | None = None
+        self._scheduler_task: asyncio.Task[None] | None = None
+        self._discovery: Discovery | None = None
+        self._unsubscribe: Any = None
+
+    # --- facility ------------------------------------------------------------------
+    def _current(self) -> Facility | None:
+        return self.facility.current
+
+    def tag(self) -> str | None:
+        current = self.facility.current
+        return current.tag if current is not None else None
+
+    def is_revoked(self, device_id: str) -> bool:
+        return device_id in self._revoked
+
+    async def refresh_revocations(self) -> None:
+        self._revoked = await self.store.run_read(facility_db.revoked_ids)
+
+    async def facility_changed(self, facility: Facility) -> None:
+        """Created or joined: adopt its dataset id (refold), advertise, sync soon."""
+        await self.store.set_dataset(facility.dataset_id)
+        if self._discovery is not None:
+            await self._discovery.update(tag=facility.tag)
+        if self._scheduler is not None:
+            self._scheduler.poke()
+
+    async def find_inviters(self) -> list[tuple[str, int]]:
+        """Everyone advertising syncd (any tag) and the static peers: a joiner does not
+        know the facility's tag yet."""
+        return [(a.host, a.port) for a in self.table.joinable(time.monotonic())]
+
+    # --- lifecycle -------------------------------------------------------------------
+    async def start(self) -> None:
+        await self.refresh_revocations()
+        identity = self.store.identity
+        state_dir = self.settings.device.state_dir
+        certificate = load_or_create_certificate(state_dir, identity.private_key)
+        peer_app = make_peer_app(
+            self.store, identity, self._current,
+            certificate=certificate,
+            subscription=self._subscription,
+            is_revoked=self.is_revoked,
+            on_session=self._record,
+            routes=[web.post(JOIN_PATH, self.facility.join_handler())],
+        )
+        self._runner = web.AppRunner(peer_app, access_log=None, handle_signals=False)
+        await self._runner.setup()
+        site = web.TCPSite(
+            self._runner, host="0.0.0.0", port=self.settings.sync.port,
+            ssl_context=server_ssl_context(state_dir, identity.private_key),
+        )
+        await site.start()
+        self.sync_port = _bound_port(site)
+        self._client = PeerClient(
+            self.store, identity, self._current,
+            subscription=self._subscription,
+            peer_state=SqlitePeerState(self.store.run_read, self.store.run_write),
+            is_revoked=self.is_revoked,
+        )
+        self._scheduler = Scheduler(
+            table=self.table, tag=self.tag, run_session=self._sync_one,
+            plan=SyncPlan(interval=self.settings.sync.interval),
+            max_sessions=self.settings.sync.max_sessions, clock=time.monotonic,
+        )
+        self._unsubscribe = self.store.subscribe(lambda _partition, _seq: self._changed())
+        self._scheduler_task = asyncio.ensure_future(self._scheduler.run())
+
+    async def start_discovery(self) -> None:
+        """mDNS, after the daemon reported ready (it takes a second or so); a failure
+        leaves static peers working."""
+        if not self.settings.discovery.enabled or self.sync_port is None:
+            return
+        interfaces = list(self.settings.discovery.interfaces) or None
+        discovery = Discovery(self.table, port=self.sync_port, tag=self.tag(), interfaces=interfaces)
+        try:
+            await discovery.start()
+        except OSError as exc:
+            log.warning("mDNS discovery is off (%s); static peers still sync", exc)
+            return
+        self._discovery = discovery
+        self.table.add_listener(lambda _event: self._scheduler.poke() if self._scheduler else None)
+
+    async def stop(self) -> None:
+        if self._unsubscribe is not None:
+            self._unsubscribe()
+        if self._scheduler_task is not None:
+            self._scheduler_task.cancel()
+            await asyncio.gather(self._scheduler_task, return_exceptions=True)
+        if self._scheduler is not None:
+            await self._scheduler.close()
+        if self._discovery is not None:
+            await self._discovery.stop()
+        if self._client is not None:
+            await self._client.close()
+        if self._runner is not None:
+            await self._runner.cleanup()
+
+    # --- syncing ---------------------------------------------------------------------
+    def _changed(self) -> None:
+        if self._scheduler is not None:
+            self._scheduler.local_change()
+
+    async def _sync_one(self, address: PeerAddress) -> SyncReport:
+        assert self._client is not None
+        report = await self._client.sync(address.host, address.port)
+        self._record(report)
+        return report
+
+    async def sync_now(self, peer: str | None = None) -> list[dict[str, Any]]:
+        """Sync one peer (``host:port``) or every candidate now; the session reports."""
+        if self._scheduler is None:
+            return []
+        target = PeerAddress.parse(peer) if peer else None
+        outcomes = await self._scheduler.sync_now(target)
+        return [report_view(r) for r in outcomes if r is not None]
+
+    def _record(self, report: SyncReport) -> None:
+        """Every finished session, both roles: history, device keys, skew warnings."""
+        self.sessions.append(report)
+        if report.clock_skew is not None and abs(report.clock_skew) > SKEW_WARNING:
+            log.warning("clock of peer %s is %+.0f s off ours", (report.peer or "?")[:12], report.clock_skew)
+        asyncio.ensure_future(self._persist(report))
+
+    async def _persist(self, report: SyncReport) -> None:
+        summary = report.summary
+        now = time.time()
+
+        def save(conn: sqlite3.Connection) -> None:
+            if summary is not None and summary.peer and summary.peer_public_key and report.outcome == "ok":
+                facility_db.record_device(conn, summary.peer, summary.peer_public_key, now)
+            facility_db.record_session(conn, facility_db.SessionRecord(
+                peer=report.peer or report.address,
+                direction="outgoing" if report.role == "client" else "incoming",
+                started_at=now - report.duration,
+                duration_s=report.duration,
+                partitions=len(set(report.partitions_in) | set(report.partitions_out)),
+                records=report.records_in,
+                bytes_in=report.bytes_in,
+                bytes_out=report.bytes_out,
+                outcome=report.outcome,
+                detail=report.reason,
+                clock_skew_s=report.clock_skew,
+            ))
+
+        try:
+            await self.store.run_write(save)
+        except Exception as exc:  # history is diagnostics: never fail a sync over it
+            log.warning("could not record a sync session: %s", exc)
+
+    # --- views ---------------------------------------------------------------------------
+    def peers_view(self) -> list[dict[str, Any]]:
+        now = time.monotonic()
+        latest: dict[str, SyncReport] = {}
+        for report in self.sessions:
+            latest[report.address] = report
+        out = []
+        for info in self.table.entries():
+            row = _jsonable(asdict(info))
+            row["address"] = str(info.address)
+            last = latest.get(str(info.address))
+            row["last_session"] = report_view(last) if last else None
+            row["candidate"] = info.address in self.table.candidates(now, self.tag())
+            out.append(row)
+        return out
+
+    def status_view(self) -> dict[str, Any]:
+        current = self.facility.current
+        skews = {r.peer: r.clock_skew for r in self.sessions if r.peer and r.clock_skew is not None}
+        return {
+            "facility": None if current is None else {"facility_id": current.facility_id, "name": current.name},
+            "sync_port": self.sync_port,
+            "discovery": self._discovery is not None,
+            "sessions": len(self.sessions),
+            "last_sessions": [report_view(r) for r in list(self.sessions)[-5:]],
+            "clock_skew": skews,
+            "clock_skew_warnings": sorted(p for p, s in skews.items() if abs(s) > SKEW_WARNING),
+        }
+
+
+def report_view(report: SyncReport) -> dict[str, Any]:
+    return {
+        "role": report.role, "address": report.address, "peer": report.peer, "outcome": report.outcome,
+        "reason": report.reason, "partitions_in": len(report.partitions_in),
+        "partitions_out": len(report.partitions_out), "records_in": report.records_in,
+        "bytes_in": report.bytes_in, "bytes_out": report.bytes_out, "duration": round(report.duration, 4),
+        "clock_skew": report.clock_skew, "full": report.full, "full_reason": report.full_reason,
+    }
+
+
+def _jsonable(value: Any) -> Any:
+    if isinstance(value, enum.Enum):
+        return _jsonable(value.value)
+    if isinstance(value, dict):
+        return {str(k): _jsonable(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple, set, frozenset)):
+        return [_jsonable(v) for v in value]
+    if isinstance(value, (str, int, float, bool)) or value is None:
+        return value
+    return str(value)
+
+
+def _bound_port(site: web.TCPSite) -> int:
+    server = site._server  # aiohttp keeps the asyncio server here; its sockets say the port
+    assert server is not None
+    sockets = getattr(server, "sockets", None) or ()
+    for sock in sockets:
+        return int(sock.getsockname()[1])
+    raise RuntimeError("the peer port is not bound")
