@@ -50,10 +50,33 @@ def _strict_json(text: object, where: str) -> dict[str, Any]:
 
 @dataclass(frozen=True)
 class ImportOutcome:
-    """What an import did: whether anything new arrived, and missing dependencies."""
+    """What an import did: whether anything new arrived, missing dependencies, and the
+    ids of the records it touched (``foreign``: it also touched containers outside the
+    layout above, which no honest peer writes)."""
 
     changed: bool
     pending: bool
+    touched: frozenset[str] = frozenset()
+    foreign: bool = False
+
+
+_MERGEABLE = "\U0001f91d:$" + _ROOT + ">"  # Loro's name for a mergeable child of root map r
+
+
+def _touched_records(diff: Any) -> tuple[set[str], bool]:
+    """Record ids named by a Loro diff batch, and whether it touched anything else."""
+    touched: set[str] = set()
+    foreign = False
+    for container, change in diff.get_diff():
+        name = getattr(container, "name", None)
+        if name == _ROOT:
+            updated = getattr(getattr(change, "diff", None), "updated", None) or {}
+            touched.update(str(key) for key in updated)
+        elif isinstance(name, str) and name.startswith(_MERGEABLE):
+            touched.add(name[len(_MERGEABLE):].split(">", 1)[0])
+        else:
+            foreign = True
+    return touched, foreign
 
 
 class PartitionDoc:
@@ -150,16 +173,38 @@ class PartitionDoc:
         data: bytes = self._doc.export(ExportMode.Updates(VersionVector.decode(version)))
         return data
 
-    def import_(self, data: bytes) -> ImportOutcome:
-        """Import update bytes; InvalidRecordError if the engine cannot parse them."""
+    def import_(self, data: bytes, *, track: bool = False) -> ImportOutcome:
+        """Import update bytes; InvalidRecordError if the engine cannot parse them.
+        ``track``: also find the records the import touched (a diff of the two states)."""
         before = self._doc.oplog_vv.encode()
+        frontiers = self._doc.state_frontiers if track else None
         try:
             status = self._doc.import_(data)
         except (KeyboardInterrupt, SystemExit):
             raise
         except BaseException as exc:  # loro reports undecodable bytes as a Rust panic (BaseException)
             raise InvalidRecordError("data", f"not a valid update: {type(exc).__name__}: {exc}") from None
-        return ImportOutcome(changed=self._doc.oplog_vv.encode() != before, pending=status.pending is not None)
+        changed = self._doc.oplog_vv.encode() != before
+        touched: set[str] = set()
+        foreign = False
+        if frontiers is not None and changed:
+            touched, foreign = _touched_records(self._doc.diff(frontiers, self._doc.state_frontiers))
+        return ImportOutcome(changed, status.pending is not None, frozenset(touched), foreign)
+
+    def records_named(self, record_ids: Iterable[str], *, strict: bool = False) -> list[RawRecord]:
+        """Decode the named records (a name with no record raises in strict mode)."""
+        out: list[RawRecord] = []
+        for record_id in record_ids:
+            entry = self._root.get(record_id)
+            body: Any = None
+            if entry is not None:
+                container = getattr(entry, "container", None)
+                body = container.get_deep_value() if container is not None else getattr(entry, "value", None)
+            if strict:
+                out.append(self._strict_record(record_id, body))
+            elif isinstance(body, dict) and "k" in body and "c" in body:
+                out.append(RawRecord(record_id, body["k"], json.loads(body["c"]), [json.loads(e) for e in body.get("e") or ()]))
+        return out
 
     def fork(self) -> "PartitionDoc":
         return PartitionDoc(self._doc.fork())

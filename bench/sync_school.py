@@ -1,0 +1,175 @@
+"""Sync a real school from one daemon to a fresh one over loopback, beside Morango.
+
+1. load the Kolibri school's raw logs into daemon A (bench/school.py), rebuild its rows;
+2. A creates a facility, a fresh daemon B joins it;
+3. B syncs from A: full, then no-op, then after ~1.4 % new logs written on A.
+Bytes on the wire are the TCP payload both ways (TLS records, HTTP and all), counted by
+a relay between B and A; the "warm" figures reuse B's keep-alive connection, the fresh
+figure is the first session (connection set-up included). Peak RSS is each process's
+high-water mark (VmHWM) plus its children. Every figure is printed beside Morango's.
+
+usage: python bench/sync_school.py [S|L] [--new-fraction 0.014]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import sys
+import threading
+import time
+import uuid
+from pathlib import Path
+from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from common import Daemon  # noqa: E402
+from school import load, unpack  # noqa: E402
+
+from tests.daemon_harness import UnixHTTP  # noqa: E402
+
+MORANGO = {  # Kolibri 0.19.5 / Morango 0.8.15 on this machine type (shared/data/README.md)
+    "S": {"full_s": 145.0, "full_mb": 41.7, "noop_s": 10.0, "incr_s": 11.6, "receiver_mb": 224.0},
+    "L": {"full_s": 945.0, "full_mb": 380.0, "noop_s": 11.6, "incr_s": 20.8, "receiver_mb": 1237.0, "server_mb": 636.0},
+}
+TARGETS = {"S": {"full_s": 3.0, "full_mb": 6.0, "noop_s": 0.05, "noop_kb": 2.0, "incr_s": 0.1, "receiver_mb": 120.0},
+           "L": {"full_s": 20.0, "receiver_mb": 200.0}}
+
+
+class Relay:
+    """A TCP relay counting the bytes each way (runs its own event loop in a thread)."""
+
+    def __init__(self, target_port: int) -> None:
+        self.target_port = target_port
+        self.up = 0     # client -> server
+        self.down = 0   # server -> client
+        self.port = 0
+        self._ready = threading.Event()
+        self._loop = asyncio.new_event_loop()
+        threading.Thread(target=self._run, daemon=True).start()
+        self._ready.wait()
+
+    def _run(self) -> None:
+        asyncio.set_event_loop(self._loop)
+        server = self._loop.run_until_complete(asyncio.start_server(self._handle, "127.0.0.1", 0))
+        self.port = server.sockets[0].getsockname()[1]
+        self._ready.set()
+        self._loop.run_forever()
+
+    async def _handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        up_reader, up_writer = await asyncio.open_connection("127.0.0.1", self.target_port)
+
+        async def pipe(src: asyncio.StreamReader, dst: asyncio.StreamWriter, upward: bool) -> None:
+            try:
+                while data := await src.read(65536):
+                    if upward:
+                        self.up += len(data)
+                    else:
+                        self.down += len(data)
+                    dst.write(data)
+                    await dst.drain()
+            finally:
+                dst.close()
+
+        await asyncio.gather(pipe(reader, up_writer, True), pipe(up_reader, writer, False), return_exceptions=True)
+
+    def total(self) -> int:
+        return self.up + self.down
+
+
+def hwm_mb(pid: int) -> float:
+    """Peak RSS (VmHWM) of a process and its children, MB."""
+    import psutil
+
+    total = 0.0
+    for proc in [psutil.Process(pid), *psutil.Process(pid).children(recursive=True)]:
+        for line in Path(f"/proc/{proc.pid}/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                total += int(line.split()[1]) / 1024
+    return total
+
+
+def sync(http: UnixHTTP, relay: Relay, address: str) -> tuple[float, int, dict[str, Any]]:
+    before = relay.total()
+    started = time.perf_counter()
+    status, answer = http.json("POST", "/sync", {"peer": address})
+    elapsed = time.perf_counter() - started
+    assert status == 200, answer
+    (session,) = answer["sessions"]
+    assert session["outcome"] == "ok", session
+    return elapsed, relay.total() - before, session
+
+
+def write_new_logs(http: UnixHTTP, users: list[str], count: int) -> None:
+    video = {"node_id": "32a941fb77c2576e8f6b294cde4c3b0c", "channel_id": "6199dde695db4ee4ab392222d5af1e5c",
+             "kind": "video"}
+    for i in range(count // 2):
+        user = users[i % len(users)]
+        start = {**video, "content_id": uuid.uuid4().hex}
+        status, body = http.json("POST", "/api/logger/trackprogress/", start, user=user)
+        assert status == 200, body
+        status, body = http.json("PUT", f"/api/logger/trackprogress/{body['session_id']}/",
+                                 {"progress_delta": 0.2, "time_spent_delta": 30.0}, user=user)
+        assert status == 200, body
+
+
+def ratio(ours: float, theirs: float) -> str:
+    return f"{theirs / ours:,.0f}x better" if ours > 0 else "-"
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("school", nargs="?", default="S", choices=["S", "L"])
+    parser.add_argument("--new-fraction", type=float, default=0.014)
+    args = parser.parse_args()
+    work = Path(__file__).resolve().parent / "out"
+    db = unpack(args.school, work)
+    a = Daemon()
+    t = time.perf_counter()
+    raw = load(db, a.root / "state")
+    print(f"school {args.school}: {raw} raw logs loaded into A in {time.perf_counter() - t:.1f} s", flush=True)
+    a.start()
+    b = Daemon().start()
+    try:
+        ha, hb = UnixHTTP(a.socket, timeout=3600), UnixHTTP(b.socket, timeout=3600)
+        status, report = ha.json("POST", "/rebuild")
+        assert status == 200, report
+        status, made = ha.json("POST", "/facility", {"action": "create", "name": f"School {args.school}"})
+        assert status in (200, 201), made
+        relay = Relay(a.ready["sync_port"])
+        address = f"127.0.0.1:{relay.port}"
+        status, joined = hb.json("POST", "/facility", {"action": "join", "code": made["join_code"], "peer": address})
+        assert status == 200, joined
+        join_bytes = relay.total()
+        full_s, full_bytes, full = sync(hb, relay, address)
+        noops = [sync(hb, relay, address) for _ in range(5)]
+        noop_s = sorted(n[0] for n in noops)[2]
+        noop_bytes = sorted(n[1] for n in noops)[2]
+        users = [p.split(":", 1)[1] for p in ha.get("/status")["digests"] if p.startswith("user:")]
+        new = max(2, int(raw * args.new_fraction))
+        write_new_logs(ha, users, new)
+        incr_s, incr_bytes, incr = sync(hb, relay, address)
+        da, dbs = ha.get("/status")["digests"], hb.get("/status")["digests"]
+        assert da == dbs, "A and B must hold byte-identical derived rows"
+        rss_a, rss_b = hwm_mb(a.pid), hwm_mb(b.pid)
+        m = MORANGO[args.school]
+        print(json.dumps({"full": full, "incremental": incr}, indent=None)[:400])
+        print(f"{'figure':<28}{'syncd':>14}{'Morango':>12}   ratio      target")
+        print(f"{'full sync (s)':<28}{full_s:>14.2f}{m['full_s']:>12.1f}   {ratio(full_s, m['full_s']):<10} {TARGETS[args.school].get('full_s', '-')}")
+        print(f"{'full sync bytes (MB)':<28}{full_bytes / 1e6:>14.2f}{m['full_mb']:>12.1f}   {ratio(full_bytes / 1e6, m['full_mb']):<10} {TARGETS[args.school].get('full_mb', '-')}"
+              f"   (join handshake before it: {join_bytes} B; fresh TLS connection included)")
+        print(f"{'no-op sync (s, median of 5)':<28}{noop_s:>14.4f}{m['noop_s']:>12.1f}   {ratio(noop_s, m['noop_s']):<10} {TARGETS[args.school].get('noop_s', '-')}")
+        print(f"{'no-op sync bytes (KB, warm)':<28}{noop_bytes / 1e3:>14.2f}{'-':>12}   {'':<10} {TARGETS[args.school].get('noop_kb', '-')}")
+        print(f"{'incremental (s), ' + str(new) + ' logs':<28}{incr_s:>14.3f}{m['incr_s']:>12.1f}   {ratio(incr_s, m['incr_s']):<10} {TARGETS[args.school].get('incr_s', '-')}"
+              f"   ({incr_bytes / 1e3:.1f} KB)")
+        print(f"{'receiver peak RSS (MB)':<28}{rss_b:>14.1f}{m['receiver_mb']:>12.1f}   {ratio(rss_b, m['receiver_mb']):<10} {TARGETS[args.school].get('receiver_mb', '-')}")
+        print(f"{'sender peak RSS (MB)':<28}{rss_a:>14.1f}{m.get('server_mb', float('nan')):>12.1f}")
+    finally:
+        a.stop()
+        b.stop()
+
+
+if __name__ == "__main__":
+    main()
