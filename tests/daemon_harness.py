@@ -19,9 +19,29 @@ import sys
 import tempfile
 import time
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any, Callable, Mapping, Sequence
 
 SYNCD = str(Path(sys.executable).with_name("syncd"))
+
+Launcher = Callable[[Sequence[str]], list[str]]
+
+
+def toml_value(value: Any) -> str:
+    """A TOML literal for the few value types configs use (strings, booleans, numbers,
+    arrays of those)."""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, (int, float)):
+        return repr(value)
+    if isinstance(value, str):
+        return json.dumps(value)  # a JSON string is a valid TOML basic string
+    if isinstance(value, (list, tuple)):
+        return "[" + ", ".join(toml_value(v) for v in value) + "]"
+    raise TypeError(f"no TOML literal for {value!r}")
+
+
+def _table(name: str, values: Mapping[str, Any]) -> str:
+    return f"[{name}]\n" + "".join(f"{key} = {toml_value(value)}\n" for key, value in values.items())
 
 
 def short_tempdir(prefix: str = "sd") -> Path:
@@ -98,28 +118,55 @@ def wait_until(condition: Any, timeout: float, what: str, interval: float = 0.02
 
 
 class DaemonProcess:
-    """One ``syncd run`` process with its own state dir and socket."""
+    """One ``syncd run`` process with its own state dir and socket.
 
-    def __init__(self, root: Path, *, config: str = "", name: str = "d1", env: Mapping[str, str] | None = None):
+    ``sync`` and ``discovery`` override keys of those tables (defaults: ``[sync] port =
+    0``, ``[discovery] enabled = false``); ``config`` is appended verbatim after them, so
+    it may only add other tables. ``launcher`` wraps the command line, e.g.
+    ``Node.command`` of ``tests.netns`` to run the daemon inside a network namespace
+    (``ip netns exec`` execs it: the process is the daemon itself). The Unix socket is a
+    file, so it answers from any namespace.
+    """
+
+    def __init__(
+        self,
+        root: Path,
+        *,
+        config: str = "",
+        name: str = "d1",
+        env: Mapping[str, str] | None = None,
+        sync: Mapping[str, Any] | None = None,
+        discovery: Mapping[str, Any] | None = None,
+        launcher: Launcher | None = None,
+    ):
         self.root = root
+        self.name = name
         self.state_dir = root / "state"
         self.socket = root / "api.sock"
         self.config_path = root / "syncd.toml"
         self.log_path = root / "daemon.log"
         self.env = {**os.environ, **(env or {})}
+        self.launcher = launcher
         self.config_path.write_text(
             f'[device]\nname = "{name}"\nstate_dir = "state"\n'
             f'[api]\nsocket = "api.sock"\naccept_event_time = true\n'
-            f"[sync]\nport = 0\n[discovery]\nenabled = false\n{config}"
+            + _table("sync", {"port": 0, **(sync or {})})
+            + _table("discovery", {"enabled": False, **(discovery or {})})
+            + config
         )
         self.proc: subprocess.Popen[bytes] | None = None
         self.ready: dict[str, Any] = {}
         self.http = UnixHTTP(self.socket)
 
+    @property
+    def pid(self) -> int | None:
+        return self.proc.pid if self.proc is not None and self.proc.poll() is None else None
+
     def start(self, timeout: float = 60.0) -> "DaemonProcess":
         log = open(self.log_path, "ab")
+        command = [SYNCD, "run", "--config", str(self.config_path), "--print-ready"]
         self.proc = subprocess.Popen(
-            [SYNCD, "run", "--config", str(self.config_path), "--print-ready"],
+            self.launcher(command) if self.launcher is not None else command,
             stdout=subprocess.PIPE,
             stderr=log,
             env=self.env,

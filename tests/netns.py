@@ -12,6 +12,8 @@
         out.wait_for(lambda e: e["event"] == "ready", 30, "a ready")
         c.cut()                         # unplug c's cable (the bridge port goes down)
         c.restore()
+        lan.isolate(a, c)               # a and c no longer hear each other; both still hear b
+        b.shape(2000)                   # b's link runs at 2 Mbit/s each way (tc tbf)
 
 Layout: the bridge ``br0`` lives in its own namespace ``sd-<token>-br`` (so nothing
 touches the host's interfaces or firewall); node ``k`` is namespace ``sd-<token>-k``
@@ -39,6 +41,7 @@ import queue
 import secrets
 import shutil
 import subprocess
+import sys
 import threading
 import time
 from collections.abc import Callable, Sequence
@@ -50,6 +53,7 @@ import pytest
 __all__ = ["NetnsLan", "Node", "JsonLines", "netns_unavailable", "require_netns"]
 
 _IP = shutil.which("ip") or "/usr/sbin/ip"
+_TC = shutil.which("tc") or "/usr/sbin/tc"
 _UNAVAILABLE: list[str | None] = []  # cached result of netns_unavailable()
 
 
@@ -57,6 +61,13 @@ def _ip(*args: str, check: bool = True, timeout: float = 30.0) -> subprocess.Com
     result = subprocess.run([_IP, *args], capture_output=True, text=True, timeout=timeout)
     if check and result.returncode != 0:
         raise RuntimeError(f"ip {' '.join(args)} failed ({result.returncode}): {result.stderr.strip()}")
+    return result
+
+
+def _tc(namespace: str, *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
+    result = subprocess.run([_IP, "netns", "exec", namespace, _TC, *args], capture_output=True, text=True, timeout=30)
+    if check and result.returncode != 0:
+        raise RuntimeError(f"tc {' '.join(args)} in {namespace} failed ({result.returncode}): {result.stderr.strip()}")
     return result
 
 
@@ -152,6 +163,62 @@ class Node:
         """Plug it back in."""
         _ip("-n", self.lan.bridge_ns, "link", "set", self.bridge_port, "up")
         _wait(lambda: self._operstate() == "UP", 10.0, f"{self.name} {self.ifname} to come back up")
+
+    def isolated(self) -> bool:
+        """Whether this node's bridge port is isolated (see :meth:`NetnsLan.isolate`)."""
+        out = _ip("-n", self.lan.bridge_ns, "-d", "-j", "link", "show", "dev", self.bridge_port).stdout
+        info = json.loads(out)[0].get("linkinfo", {}).get("info_slave_data", {})
+        return bool(info.get("isolated", False))
+
+    def shape(self, rate_kbit: int, burst_bytes: int = 16384) -> None:
+        """Throttle this node's link to ``rate_kbit`` kbit/s in each direction (a slow
+        Wi-Fi link): a ``tbf`` qdisc on ``eth0`` (what it sends) and on its bridge port
+        (what it receives). Raises RuntimeError if ``tc`` or ``sch_tbf`` is missing."""
+        if not os.path.exists(_TC):
+            raise RuntimeError("`tc` (iproute2) is not installed")
+        for namespace, device in ((self.name, self.ifname), (self.lan.bridge_ns, self.bridge_port)):
+            _tc(
+                namespace, "qdisc", "replace", "dev", device, "root", "tbf",
+                "rate", f"{rate_kbit}kbit", "burst", str(burst_bytes), "latency", "1s",
+            )
+
+    def unshape(self) -> None:
+        """Remove :meth:`shape`'s throttle."""
+        for namespace, device in ((self.name, self.ifname), (self.lan.bridge_ns, self.bridge_port)):
+            _tc(namespace, "qdisc", "del", "dev", device, "root", check=False)
+
+    def can_connect(self, address: str, port: int, timeout: float = 1.0) -> bool:
+        """Whether a TCP connection from this namespace to ``address:port`` opens within
+        ``timeout`` seconds."""
+        script = "import socket, sys; socket.create_connection((sys.argv[1], int(sys.argv[2])), float(sys.argv[3]))"
+        return self.run([sys.executable, "-c", script, address, str(port), str(timeout)],
+                        check=False, timeout=timeout + 30).returncode == 0
+
+    def tcp_connections(self, port: int) -> list[dict[str, int | str]]:
+        """This namespace's established TCP connections to or from ``port``, with the
+        kernel's byte counters (``ss -tin``): ``local``, ``peer``, ``bytes_received``,
+        ``bytes_acked`` (what the peer acknowledged of what we sent)."""
+        ss = shutil.which("ss")
+        if ss is None:
+            raise RuntimeError("`ss` (iproute2) is not installed")
+        out = self.run([ss, "-tinH", "state", "established"]).stdout
+        found: list[dict[str, int | str]] = []
+        lines = out.splitlines()
+        for index, line in enumerate(lines):
+            fields = line.split()
+            if len(fields) < 4 or line[:1].isspace():
+                continue
+            local, peer = fields[2], fields[3]
+            if not (local.endswith(f":{port}") or peer.endswith(f":{port}")):
+                continue
+            info = lines[index + 1] if index + 1 < len(lines) and lines[index + 1][:1].isspace() else ""
+            row: dict[str, int | str] = {"local": local, "peer": peer, "bytes_received": 0, "bytes_acked": 0}
+            for item in info.split():
+                key, _, value = item.partition(":")
+                if key in ("bytes_received", "bytes_acked") and value.isdigit():
+                    row[key] = int(value)
+            found.append(row)
+        return found
 
     def _operstate(self) -> str:
         out = _ip("-n", self.name, "-j", "link", "show", self.ifname, check=False).stdout
@@ -266,6 +333,20 @@ class NetnsLan:
         if self.log_dir and not os.environ.get("SYNCD_KEEP_NETNS_LOGS"):
             shutil.rmtree(self.log_dir, ignore_errors=True)
         atexit.unregister(self.close)
+
+    def isolate(self, *nodes: Node) -> None:
+        """Put these nodes' bridge ports in isolation (the kernel bridge's ``isolated``
+        port flag, as Wi-Fi client isolation does): isolated nodes no longer exchange
+        any frame with one another (unicast, broadcast or multicast, so no ARP and no
+        mDNS either), while each still reaches every node that is not isolated. With
+        three nodes, ``lan.isolate(a, c)`` leaves ``b`` the only one both can see."""
+        for node in nodes:
+            _ip("-n", self.bridge_ns, "link", "set", "dev", node.bridge_port, "type", "bridge_slave", "isolated", "on")
+
+    def unisolate(self, *nodes: Node) -> None:
+        """Undo :meth:`isolate` for these nodes."""
+        for node in nodes:
+            _ip("-n", self.bridge_ns, "link", "set", "dev", node.bridge_port, "type", "bridge_slave", "isolated", "off")
 
     def stderr_of(self, proc: subprocess.Popen[str]) -> str:
         """What a process started with ``popen`` wrote on stderr so far (for failure messages)."""

@@ -736,7 +736,7 @@ class ServerSession(_Session):
         if since > feed:
             since, self._full_reason = 0, "the cursor is ahead of our change feed"
             feed, vvs = yield NeedChanges(0, self._client_sub)
-        self._full = since == 0
+        self._full = bool(self._full_reason)  # a valid cursor at 0 is not a full exchange
         own_anon = anon_partition(self.peer)
         if self._full and self._client_sub != "all" and own_anon not in vvs:
             vvs.update((p, vv) for p, vv in (yield NeedVersions((own_anon,))).items() if not _is_empty(vv))

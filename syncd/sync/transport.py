@@ -264,6 +264,15 @@ class PeerServer:
             return await _hang_up(request, 408, "timeout", "the body did not arrive in time")
         except RemoteProtocolError as exc:
             return await _hang_up(request, 413, "too_large", exc.detail)
+        except (ConnectionResetError, aiohttp.ClientPayloadError, aiohttp.http_exceptions.HttpProcessingError) as exc:
+            # The peer went away mid-upload (switched off, cable pulled): end its session
+            # now rather than holding a slot until the idle sweep.
+            key = request.headers.get(SESSION_HEADER)
+            entry = self.sessions.get(key) if key else None
+            log.warning("peer %s went away mid-request: %s", request.remote, type(exc).__name__)
+            if key is not None and entry is not None and not entry.lock.locked():
+                self._end(key, entry, _ends(entry.session.abort("the peer went away mid-request", self.clock())))
+            raise web.HTTPBadRequest(reason="connection lost") from None
         key = request.headers.get(SESSION_HEADER)
         if key is None:
             return await self._open(request, body)
