@@ -369,7 +369,7 @@ def _wait(predicate: Callable[[], bool], timeout: float, what: str) -> None:
     while not predicate():
         if time.monotonic() > deadline:
             raise TimeoutError(f"timed out after {timeout}s waiting for {what}")
-        time.sleep(0.05)
+        time.sleep(0.05)  # wait-ok: a poll under the deadline above
 
 
 class JsonLines:

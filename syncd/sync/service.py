@@ -33,7 +33,8 @@ from syncd.sync.join import JOIN_PATH
 from syncd.sync.membership import Facility
 from syncd.sync.scheduler import Scheduler, SyncPlan
 from syncd.sync.tls import load_or_create_certificate, server_ssl_context
-from syncd.sync.transport import PeerClient, SyncReport, make_peer_app
+from syncd.logs.partitions import USER_PREFIX
+from syncd.sync.transport import PEER_SERVER, PeerClient, SyncReport, make_peer_app
 
 log = logging.getLogger(__name__)
 
@@ -48,9 +49,12 @@ class SyncService:
         self.table = PeerTable(settings.sync.peers, now=time.monotonic())
         self.sync_port: int | None = None
         self.sessions: deque[SyncReport] = deque(maxlen=200)
-        self._subscription: Any = (
-            "all" if settings.sync.subscription == "all" else frozenset(settings.sync.subscription)
+        # The held set (DESIGN §1): the subscription plus every learner written or pulled
+        # here; what this device asks peers for and relays.
+        self._configured: frozenset[str] | None = (
+            None if settings.sync.subscription == "all" else frozenset(settings.sync.subscription)
         )
+        self._held: set[str] = set(self._configured or ())
         self._revoked: frozenset[str] = frozenset()
         self._runner: web.AppRunner | None = None
         self._client: PeerClient | None = None
@@ -86,16 +90,45 @@ class SyncService:
         know the facility's tag yet."""
         return [(a.host, a.port) for a in self.table.joinable(time.monotonic())]
 
+    # --- the held set ----------------------------------------------------------------
+    def subscription(self) -> Any:
+        return "all" if self._configured is None else frozenset(self._held)
+
+    def _hold(self, user_id: str) -> None:
+        if self._configured is None or user_id in self._held:
+            return
+        self._held.add(user_id)
+        held = self.subscription()
+        if self._client is not None:
+            self._client.subscription = held
+        if self._runner is not None:
+            self._runner.app[PEER_SERVER].subscription = held
+
+    async def ensure_held(self, user_id: str, timeout: float = 0.3) -> None:
+        """Before a start for a learner this device does not hold, pull that learner from
+        a reachable peer (bounded wait, DESIGN §6); offline, go ahead on what is here."""
+        if self._configured is None or user_id in self._held or self._scheduler is None:
+            return
+        self._hold(user_id)
+        pull = asyncio.ensure_future(self._scheduler.sync_now())
+        try:
+            await asyncio.wait_for(asyncio.shield(pull), timeout)
+        except asyncio.TimeoutError:
+            log.info("pull of learner %s before a start is still running; starting on what is here", user_id[:8])
+
     # --- lifecycle -------------------------------------------------------------------
     async def start(self) -> None:
         await self.refresh_revocations()
+        for partition in await self.store.partitions():
+            if partition.startswith(USER_PREFIX):
+                self._held.add(partition[len(USER_PREFIX):])
         identity = self.store.identity
         state_dir = self.settings.device.state_dir
         certificate = load_or_create_certificate(state_dir, identity.private_key)
         peer_app = make_peer_app(
             self.store, identity, self._current,
             certificate=certificate,
-            subscription=self._subscription,
+            subscription=self.subscription(),
             is_revoked=self.is_revoked,
             on_session=self._record,
             routes=[web.post(JOIN_PATH, self.facility.join_handler())],
@@ -110,7 +143,7 @@ class SyncService:
         self.sync_port = _bound_port(site)
         self._client = PeerClient(
             self.store, identity, self._current,
-            subscription=self._subscription,
+            subscription=self.subscription(),
             peer_state=SqlitePeerState(self.store.run_read, self.store.run_write),
             is_revoked=self.is_revoked,
         )
@@ -119,7 +152,7 @@ class SyncService:
             plan=SyncPlan(interval=self.settings.sync.interval),
             max_sessions=self.settings.sync.max_sessions, clock=time.monotonic,
         )
-        self._unsubscribe = self.store.subscribe(lambda _partition, _seq: self._changed())
+        self._unsubscribe = self.store.subscribe(lambda partition, _seq: self._changed(partition))
         self._scheduler_task = asyncio.ensure_future(self._scheduler.run())
 
     async def start_discovery(self) -> None:
@@ -153,7 +186,9 @@ class SyncService:
             await self._runner.cleanup()
 
     # --- syncing ---------------------------------------------------------------------
-    def _changed(self) -> None:
+    def _changed(self, partition: str) -> None:
+        if partition.startswith(USER_PREFIX):
+            self._hold(partition[len(USER_PREFIX):])
         if self._scheduler is not None:
             self._scheduler.local_change()
 
