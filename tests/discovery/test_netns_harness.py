@@ -31,7 +31,7 @@ def test_teardown_even_when_the_test_fails() -> None:
         with NetnsLan(2) as lan:
             names = {lan.bridge_ns, *(node.name for node in lan.nodes)}
             assert names <= _namespaces()
-            proc = lan.nodes[0].popen([sys.executable, "-c", "import time; time.sleep(600)"])
+            proc = lan.nodes[0].popen([sys.executable, "-c", "import time; time.sleep(600)"])  # wait-ok: a child process that idles until the teardown kills it
             raise RuntimeError("boom")
     assert not names & _namespaces()
     assert proc.poll() is not None, "processes are stopped before the namespaces go"
