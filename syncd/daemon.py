@@ -18,6 +18,7 @@ import contextlib
 import json
 import logging
 import os
+import resource
 import signal
 import socket
 import stat
@@ -50,11 +51,22 @@ def run(settings: Settings, *, print_ready: bool = False) -> int:
     # 5 ms switch interval it waits behind request handling and every commit (and so every
     # acknowledgement) is late by up to that much.
     sys.setswitchinterval(0.0005)
+    _raise_descriptor_limit()
     try:
         return asyncio.run(_serve(settings, print_ready))
     except SyncdError as exc:
         print(f"syncd: {exc.detail}", file=sys.stderr)
         return 1
+
+
+def _raise_descriptor_limit() -> None:
+    """Soft RLIMIT_NOFILE up to the hard limit: every peer connection holds a descriptor,
+    and running out would stop the app socket's accept() too."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if hard == resource.RLIM_INFINITY or hard > soft:
+        target = 65536 if hard == resource.RLIM_INFINITY else hard
+        with contextlib.suppress(ValueError, OSError):
+            resource.setrlimit(resource.RLIMIT_NOFILE, (target, hard))
 
 
 def _socket_in_use(path: Path) -> bool:

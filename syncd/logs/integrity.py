@@ -33,7 +33,10 @@ def check_growth(before: Mapping[str, RawRecord], after: Iterable[RawRecord]) ->
             raise InvalidRecordError(f"records.{record.id}", "creation fields were rewritten")
         if len(record.events) == len(old.events) and record.events == old.events:
             continue
-        remaining = Counter(canonical_json(e) for e in record.events)
+        try:
+            remaining = Counter(canonical_json(e) for e in record.events)
+        except ValueError:  # NaN or infinity in an event: not JSON we store
+            raise InvalidRecordError(f"records.{record.id}.events", "holds a value JSON cannot store") from None
         remaining.subtract(canonical_json(e) for e in old.events)
         if any(n < 0 for n in remaining.values()):
             raise InvalidRecordError(f"records.{record.id}", "events were removed or rewritten")

@@ -684,6 +684,11 @@ class ServerSession(_Session):
         return self.nonce.hex()
 
     @property
+    def proven(self) -> bool:
+        """The client proved membership (the session got past AWAIT_PROOF)."""
+        return self.state in (State.SERVING, State.DONE)
+
+    @property
     def quiescent(self) -> bool:
         """Nothing in flight: closing now loses nothing (a no-op client never says bye)."""
         return (self.state is State.SERVING and self._inbox.complete and not self._outq

@@ -29,6 +29,7 @@ from syncd.discovery.peers import PeerAddress, PeerTable
 from syncd.store import facility as facility_db
 from syncd.store.peer_state import SqlitePeerState
 from syncd.store.sqlite import SqliteStore
+from syncd.sync.connections import ConnectionGuard
 from syncd.sync.join import JOIN_PATH
 from syncd.sync.membership import Facility
 from syncd.sync.scheduler import Scheduler, SyncPlan
@@ -57,6 +58,7 @@ class SyncService:
         self._held: set[str] = set(self._configured or ())
         self._revoked: frozenset[str] = frozenset()
         self._runner: web.AppRunner | None = None
+        self._server: asyncio.Server | None = None
         self._client: PeerClient | None = None
         self._scheduler: Scheduler[SyncReport] | None = None
         self._scheduler_task: asyncio.Task[None] | None = None
@@ -133,14 +135,14 @@ class SyncService:
             on_session=self._record,
             routes=[web.post(JOIN_PATH, self.facility.join_handler())],
         )
-        self._runner = web.AppRunner(peer_app, access_log=None, handle_signals=False)
+        self._runner = web.AppRunner(peer_app, access_log=None, handle_signals=False, keepalive_timeout=30)
         await self._runner.setup()
-        site = web.TCPSite(
-            self._runner, host="0.0.0.0", port=self.settings.sync.port,
-            ssl_context=server_ssl_context(state_dir, identity.private_key),
+        assert self._runner.server is not None
+        self._server = await asyncio.get_running_loop().create_server(
+            ConnectionGuard(self._runner.server), host="0.0.0.0", port=self.settings.sync.port,
+            ssl=server_ssl_context(state_dir, identity.private_key), reuse_address=True,
         )
-        await site.start()
-        self.sync_port = _bound_port(site)
+        self.sync_port = int(self._server.sockets[0].getsockname()[1])
         self._client = PeerClient(
             self.store, identity, self._current,
             subscription=self.subscription(),
@@ -182,6 +184,9 @@ class SyncService:
             await self._discovery.stop()
         if self._client is not None:
             await self._client.close()
+        if self._server is not None:
+            self._server.close()
+            await self._server.wait_closed()
         if self._runner is not None:
             await self._runner.cleanup()
 
@@ -289,12 +294,3 @@ def _jsonable(value: Any) -> Any:
     if isinstance(value, (str, int, float, bool)) or value is None:
         return value
     return str(value)
-
-
-def _bound_port(site: web.TCPSite) -> int:
-    server = site._server  # aiohttp keeps the asyncio server here; its sockets say the port
-    assert server is not None
-    sockets = getattr(server, "sockets", None) or ()
-    for sock in sockets:
-        return int(sock.getsockname()[1])
-    raise RuntimeError("the peer port is not bound")

@@ -217,6 +217,7 @@ class PeerServerConfig:
     request_timeout: float = 120.0      # seconds to answer once the body is in
     max_body: int = codec.MAX_FRAME
     delta_budget: int = DELTA_BUDGET
+    proof_deadline: float = 5.0         # seconds from hello to a valid proof
 
 
 class PeerServer:
@@ -241,20 +242,29 @@ class PeerServer:
                 self.on_session(report)
 
     def sweep(self, *, make_room: bool = False) -> None:
-        """End idle sessions; with ``make_room``, also quiescent ones (a no-op client
-        never says bye), oldest first, until one slot is free."""
+        """End idle sessions and sessions that did not prove membership within
+        ``proof_deadline`` (a hello needs no secret: anyone could fill the table with
+        them); with ``make_room``, also unproven then quiescent ones (a no-op client never
+        says bye), oldest first, until one slot is free."""
         now = self.clock()
-        for key, entry in sorted(self.sessions.items(), key=lambda kv: kv[1].last_used):
+        by_age = sorted(self.sessions.items(), key=lambda kv: (kv[1].session.proven, kv[1].last_used))
+        for key, entry in by_age:
             if entry.lock.locked():
                 continue
             idle = now - entry.last_used > self.config.session_idle
+            unproven = not entry.session.proven
+            late = unproven and now - entry.started > self.config.proof_deadline
             full = make_room and len(self.sessions) >= self.config.max_sessions
-            if idle or (full and entry.session.quiescent):
+            if idle or late or (full and (unproven or entry.session.quiescent)):
+                if unproven:
+                    log.info("dropped an unproven sync session from %s", entry.address)
                 self._end(key, entry, _ends(entry.session.close(now)))
 
     async def handle(self, request: web.Request) -> web.StreamResponse:
         cfg = self.config
         if request.content_length is not None and request.content_length > cfg.max_body:
+            log.warning("peer %s declared an oversized %d-byte frame (limit %d): refused unread",
+                        request.remote, request.content_length, cfg.max_body)
             return await _hang_up(request, 413, "too_large", f"frame over {cfg.max_body} bytes")
         try:
             async with asyncio.timeout(cfg.body_timeout):
@@ -263,6 +273,7 @@ class PeerServer:
             log.warning("peer %s stalled mid-body: cut off after %.1fs", request.remote, cfg.body_timeout)
             return await _hang_up(request, 408, "timeout", "the body did not arrive in time")
         except RemoteProtocolError as exc:
+            log.warning("peer %s streamed an oversized frame: %s", request.remote, exc.detail)
             return await _hang_up(request, 413, "too_large", exc.detail)
         except (ConnectionResetError, aiohttp.ClientPayloadError, aiohttp.http_exceptions.HttpProcessingError) as exc:
             # The peer went away mid-upload (switched off, cable pulled): end its session
@@ -292,7 +303,9 @@ class PeerServer:
             return _refuse(503, "no_facility", "this device belongs to no facility", close=True)
         self.sweep(make_room=len(self.sessions) >= self.config.max_sessions)
         if len(self.sessions) >= self.config.max_sessions:
+            log.warning("refused a sync session from %s: %d sessions running", request.remote, len(self.sessions))
             return _refuse(503, "busy", "too many sync sessions; retry later", headers={"Retry-After": "5"})
+
         me = LocalDevice(DeviceId(self.identity.device_id), Epoch(self.store.epoch), facility, self.subscription)
         session = ServerSession(me, self.entropy(32), self.certificate, is_revoked=self.is_revoked,
                                 delta_budget=self.config.delta_budget)

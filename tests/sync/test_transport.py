@@ -200,9 +200,8 @@ async def test_concurrent_session_cap(peer_factory: PeerFactory) -> None:
         async with http.post(f"https://127.0.0.1:{server.port}{PATH}", data=codec.encode(hello.messages)) as resp:
             assert resp.status == 200           # a session half-way through its handshake
     async with client_for(populated("b")) as client:
-        busy = await client.sync("127.0.0.1", server.port)
-        assert busy.outcome == "failed" and "503" in busy.reason and "busy" in busy.reason
-        server.clock.now += 31                  # the half-open session goes idle and is swept
+        # an unproven session (a hello needs no secret) never keeps a member out: it is
+        # evicted first when the table is full
         report = await client.sync("127.0.0.1", server.port)
         assert report.outcome == "ok", report.reason
         # a finished no-op session is quiescent: it makes room for the next one at once
