@@ -5,12 +5,16 @@ Kolibri's field order with the keys of the corpus ``final_rows`` (attnames, ``da
 no ``_morango_*``). Rows within a group are sorted by (model, sort_key, id), so the same raw
 records give the same list, byte for byte, on every device (``content_rows`` emits them in
 that order: the folds hand over sessions and attempts sorted by start and id).
+
+``derive_changes`` is the write path's variant: for a content group whose memoised fold
+was extended by the last writes (``incremental.py``), it renders only the rows those
+writes can have changed; otherwise every row, as ``derive``.
 """
 
 from __future__ import annotations
 
 from operator import attrgetter
-from typing import Iterable
+from typing import Container, Iterable
 
 from syncd.logs.folds import (
     AttemptView,
@@ -24,6 +28,7 @@ from syncd.logs.folds import (
     last_interaction,
 )
 from syncd.logs.ids import examlog_id, mastery_id, summary_id
+from syncd.logs.incremental import ContentFoldState, FoldChanges
 from syncd.logs.partitions import user_of
 from syncd.logs.records import DerivedRow, GroupKey, RawRecord
 from syncd.logs.state import PartitionState
@@ -47,8 +52,10 @@ def derive(state: PartitionState, groups: Iterable[GroupKey], dataset_id: str) -
         if not records:
             rows = []
         elif group[0] == "content":
-            rows = content_rows(fold_content(group[1], records, with_summary=user_id is not None),
-                                user_id, dataset_id)
+            memo = state.cached_fold(group[1])
+            fold = memo.content_fold() if memo is not None else fold_content(
+                group[1], records, with_summary=user_id is not None)
+            rows = content_rows(fold, user_id, dataset_id)
         elif group[0] == "usersession":
             rows = [usersession_row(record, dataset_id) for record in records]
         elif group[0] == "exam":
@@ -59,6 +66,74 @@ def derive(state: PartitionState, groups: Iterable[GroupKey], dataset_id: str) -
             rows.sort(key=lambda r: (_MODEL_ORDER[r.model], r.sort_key, r.id))
         result[group] = rows
     return result
+
+
+def derive_changes(state: PartitionState, groups: Iterable[GroupKey], dataset_id: str,
+                   known: Container[GroupKey]) -> tuple[dict[GroupKey, list[DerivedRow]], set[GroupKey]]:
+    """After ``state.apply``: the rows of each touched group, and which groups got only
+    the rows the applied mutations can have changed (the other rows of such a group are
+    as they were). Only groups in ``known`` (whose previous rows the caller holds) get
+    partial rows. This takes the changes recorded by the memoised content folds, so call
+    it once after each ``apply`` whose rows are stored."""
+    user_id = user_of(state.partition)
+    rows: dict[GroupKey, list[DerivedRow]] = {}
+    partial: set[GroupKey] = set()
+    full: list[GroupKey] = []
+    for group in groups:
+        if group[0] != "content":
+            full.append(group)
+            continue
+        fold = state.cached_fold(group[1])
+        if fold is None:  # no fold, or the writes could not extend it: refold in full
+            fold = state.content_fold(group[1])
+            fold.take_changes()
+            rows[group] = content_rows(fold.content_fold(), user_id, dataset_id)
+            continue
+        changed = changed_content_rows(fold, fold.take_changes(), user_id, dataset_id) if group in known else None
+        if changed is None:
+            rows[group] = content_rows(fold.content_fold(), user_id, dataset_id)
+        else:
+            rows[group] = changed
+            partial.add(group)
+    if full:
+        rows.update(derive(state, full, dataset_id))
+    return rows, partial
+
+
+def changed_content_rows(fold: ContentFoldState, changes: FoldChanges, user_id: str | None,
+                         dataset_id: str) -> list[DerivedRow] | None:
+    """The rows of a content group that ``changes`` can have changed (None: any row can)."""
+    if changes.everything:
+        return None
+    content_id = fold.content_id
+    rows: list[DerivedRow] = []
+    for session_id in changes.sessions:
+        view = fold.session(session_id)
+        if view is None:
+            return None
+        rows.append(session_row(view, content_id, dataset_id))
+    summary = fold.summary if fold.with_summary else None
+    summarylog_id: str | None = None
+    if summary is not None and user_id is not None:
+        summarylog_id = summary_id(dataset_id, user_id, content_id)
+        if changes.summary:
+            rows.append(summary_row(summary, summarylog_id, user_id, content_id, dataset_id))
+        for level in changes.levels:
+            log = fold.mastery.get(level)
+            if log is None:
+                return None
+            rows.append(mastery_row(log, mastery_id(dataset_id, user_id, summarylog_id, level), summarylog_id,
+                                    user_id, content_id, dataset_id))
+    for attempt_id in changes.attempts:
+        attempt = fold.attempt(attempt_id)
+        if attempt is None or fold.is_quiz_duplicate(attempt_id):
+            return None
+        masterylog_id = None
+        bound, learner = attempt.mastery_level, attempt.user_id
+        if summarylog_id is not None and bound is not None and learner is not None:
+            masterylog_id = mastery_id(dataset_id, learner, summarylog_id, bound)
+        rows.append(attempt_row(attempt, masterylog_id, content_id, dataset_id))
+    return rows
 
 
 def content_rows(fold: ContentFold, user_id: str | None, dataset_id: str) -> list[DerivedRow]:

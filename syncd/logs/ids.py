@@ -7,6 +7,7 @@ same inputs every device, and Kolibri itself, gets the same ids.
 
 from __future__ import annotations
 
+from functools import lru_cache
 from hashlib import sha256
 
 
@@ -20,11 +21,13 @@ def morango_partition(dataset_id: str, user_id: str) -> str:
     return f"{dataset_id}:user-rw:{user_id}"
 
 
+@lru_cache(maxsize=8192)  # pure; every write of a learner's content asks again
 def summary_id(dataset_id: str, user_id: str, content_id: str) -> str:
     """ContentSummaryLog id: one per (user, content_id)."""
     return sha2_uuid(morango_partition(dataset_id, user_id), content_id, "contentsummarylog")
 
 
+@lru_cache(maxsize=8192)
 def mastery_id(dataset_id: str, user_id: str, summarylog_id: str, mastery_level: int) -> str:
     """MasteryLog id: one per (user, summary log, mastery level)."""
     return sha2_uuid(

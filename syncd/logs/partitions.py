@@ -15,6 +15,8 @@ def normalise_uuid(value: str) -> str:
     """Any standard textual UUID form -> 32 lowercase hex; ValueError otherwise."""
     if not isinstance(value, str):
         raise ValueError("not a UUID")
+    if len(value) == 32 and _HEX32.match(value):  # already canonical (every request's learner)
+        return value
     text = value.strip()
     if not text:
         raise ValueError("not a UUID")

@@ -42,7 +42,8 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass, field
-from typing import Any, Literal, Mapping, TypeAlias, Union
+from json.encoder import c_make_encoder, encode_basestring  # type: ignore[attr-defined]
+from typing import Any, Callable, Literal, Mapping, Sequence, TypeAlias, Union
 
 JSON: TypeAlias = Any
 RecordKind = Literal["session", "attempt", "usersession", "examlog", "examattempt"]
@@ -144,7 +145,23 @@ class DerivedRow:
         return canonical_json(self.row)
 
 
+def _refuse(value: object) -> JSON:
+    raise TypeError(f"Object of type {value.__class__.__name__} is not JSON serializable")
+
+
+# json.dumps(value, separators=(",", ":"), ensure_ascii=False, allow_nan=False) builds a
+# JSONEncoder and a C encoder on every call; the rows of every write go through here, so
+# keep one C encoder (the one json.dumps uses: same output, byte for byte). No circular
+# check: the values come from JSON and are trees.
+_ENCODE: Callable[[JSON, int], Sequence[str]] | None = (
+    c_make_encoder(None, _refuse, encode_basestring, None, ":", ",", False, False, False)
+    if c_make_encoder is not None else None
+)
+
+
 def canonical_json(value: JSON) -> str:
     """The one JSON serialisation syncd hashes and stores: compact, floats as ``repr``,
     key order as given (callers build dicts in a fixed order), NaN refused."""
-    return json.dumps(value, separators=(",", ":"), ensure_ascii=False, allow_nan=False)
+    if _ENCODE is None:  # no C accelerator: the pure-Python encoder
+        return json.dumps(value, separators=(",", ":"), ensure_ascii=False, allow_nan=False)
+    return "".join(_ENCODE(value, 0))

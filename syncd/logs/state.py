@@ -4,6 +4,12 @@ It mirrors the committed CRDT document of a partition (the store keeps the two i
 and is the read-only *view* the write rules decide on. ``apply`` takes the same
 mutations the store applies to the document and answers which derivation groups they
 touched, so only those are refolded.
+
+It also memoises the fold of each content group asked for (``content_fold``): the fold is
+a pure function of the group's records, and ``apply`` keeps each memoised fold current,
+extending it with the new events when they sort last (``incremental.py``) and otherwise
+dropping it, to be refolded from scratch on the next request. Records must therefore only
+change through ``apply``.
 """
 
 from __future__ import annotations
@@ -11,7 +17,10 @@ from __future__ import annotations
 from collections import defaultdict
 from typing import Iterable, Iterator
 
+from syncd.logs.incremental import ContentFoldState
+from syncd.logs.partitions import user_of
 from syncd.logs.records import (
+    JSON,
     AppendEvent,
     CreateRecord,
     GroupKey,
@@ -41,6 +50,9 @@ class PartitionState:
         # group -> ids of the records in it, in insertion order
         self._by_group: dict[GroupKey, list[str]] = defaultdict(list)
         self._by_kind: dict[str, list[str]] = defaultdict(list)
+        # content_id -> the memoised fold of that content group, kept current by apply()
+        self._folds: dict[str, ContentFoldState] = {}
+        self._with_summary = user_of(partition) is not None
 
     @classmethod
     def from_records(cls, partition: str, records: Iterable[RawRecord]) -> "PartitionState":
@@ -66,6 +78,19 @@ class PartitionState:
     def __len__(self) -> int:
         return len(self.records)
 
+    def content_fold(self, content_id: str) -> ContentFoldState:
+        """The fold of ("content", content_id) (summary and mastery logs only in a user
+        partition, SPEC §3.4 rule 9); memoised, so a caller must not change it."""
+        fold = self._folds.get(content_id)
+        if fold is None:
+            fold = self._folds[content_id] = ContentFoldState.build(
+                content_id, self.in_group(("content", content_id)), with_summary=self._with_summary)
+        return fold
+
+    def cached_fold(self, content_id: str) -> ContentFoldState | None:
+        """The memoised fold of a content group, if there is one."""
+        return self._folds.get(content_id)
+
     # --- writing -------------------------------------------------------------------
     def apply(self, mutations: Iterable[Mutation]) -> set[GroupKey]:
         """Apply mutations (already validated); return the groups they touched."""
@@ -76,11 +101,27 @@ class PartitionState:
                     raise ValueError(f"record {mutation.record_id} exists")
                 record = RawRecord(mutation.record_id, mutation.kind, dict(mutation.fields), [])
                 self._add(record)
+                event = None
             else:
                 record = self.records[mutation.record_id]
-                record.events.append(dict(mutation.event))
-            touched.add(group_of(record))
+                event = dict(mutation.event)
+                record.events.append(event)
+            group = group_of(record)
+            touched.add(group)
+            if self._folds and group[0] == "content":
+                self._extend_fold(group[1], record, event)
         return touched
+
+    def _extend_fold(self, content_id: str, record: RawRecord, event: dict[str, JSON] | None) -> None:
+        fold = self._folds.get(content_id)
+        if fold is None:
+            return
+        if record.kind == "attempt":
+            fold.put_attempt(record)
+            return
+        if record.kind == "session" and (fold.add_session(record) if event is None else fold.add_update(record, event)):
+            return
+        del self._folds[content_id]  # not an event that sorts last: refold on the next request
 
     def copy(self) -> "PartitionState":
         """A copy deep enough that ``apply`` on it leaves this state untouched."""

@@ -17,7 +17,10 @@ def format_timestamp(moment: datetime) -> Timestamp:
     """Canonical text of an aware datetime (converted to UTC)."""
     if moment.tzinfo is None:
         raise ValueError("timestamp must carry a timezone")
-    return moment.astimezone(timezone.utc).strftime(_FORMAT)
+    utc = moment if moment.tzinfo is timezone.utc else moment.astimezone(timezone.utc)
+    if utc.year >= 1000:  # isoformat is the same text (strftime's %Y would not pad a year < 1000)
+        return utc.isoformat(timespec="microseconds")
+    return utc.strftime(_FORMAT)
 
 
 def parse_timestamp(text: str) -> datetime:

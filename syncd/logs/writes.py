@@ -8,7 +8,9 @@ Every decision (which mastery log a start binds to, whether it is refused, which
 a replace finds) is taken on the derived state folded from ``state`` (SPEC §3.7) and is
 recorded in the raw records, so the folds never repeat it. Errors are raised before any
 mutation is returned, so a refused request leaves no trace. Responses are computed by
-folding the group as it will be after the write.
+folding the group as it will be after the write: the state's memoised fold of the group
+(``PartitionState.content_fold``) with the new event folded on when it sorts last, else
+the whole group refolded with it.
 """
 
 from __future__ import annotations
@@ -23,7 +25,6 @@ from syncd.logs.folds import (
     IN_A_ROW,
     QUIZ_LIKE,
     AttemptView,
-    ContentFold,
     MasteryView,
     fold_content,
     fold_session,
@@ -81,12 +82,11 @@ def start_session(state: PartitionState, payload: Any, ctx: WriteContext) -> Wri
     request = parse_start(payload)
     target = _target(request, ctx.user_id)
     content_id = target.content_id
-    records = state.in_group(("content", content_id))
+    before = state.content_fold(content_id) if ctx.user_id is not None else None
     level: int | None = None
     criterion: JSON = None
-    if ctx.user_id is not None and target.mastery_model is not None:
-        before = fold_content(content_id, records, with_summary=True)
-        level, criterion = _bind_mastery(before, target.mastery_model, request.repeat, ctx)
+    if before is not None and target.mastery_model is not None:
+        level, criterion = _bind_mastery(content_id, before.mastery, target.mastery_model, request.repeat, ctx)
     context = dict(target.context)
     if level is not None:
         context["mastery_level"] = level
@@ -110,20 +110,27 @@ def start_session(state: PartitionState, payload: Any, ctx: WriteContext) -> Wri
     headers = {UNCHECKED_HEADER: ", ".join(target.unchecked)} if target.unchecked else {}
 
     response: dict[str, JSON]
-    if ctx.user_id is None:
+    if before is None:
         response = {"progress": 0.0, "extra_fields": {}, "time_spent": 0.0, "complete": False}
         if target.mastery_model is not None:
             response.update(mastery_criterion=target.mastery_model, pastattempts=[], totalattempts=0)
     else:
-        after = fold_content(content_id, [*records, RawRecord(session_id, "session", dict(fields))],
-                             with_summary=True)
-        summary = after.summary
-        assert summary is not None  # the new session's start event creates it
+        # the group as it will be after the write: the new start event folded on (or, if
+        # it does not sort last, the whole group refolded)
+        extended = before.after_start(fields, session_id)
+        if extended is not None:
+            summary, mastery = extended
+        else:
+            records = state.in_group(("content", content_id))
+            after = fold_content(content_id, [*records, RawRecord(session_id, "session", dict(fields))],
+                                 with_summary=True)
+            assert after.summary is not None  # the new session's start event creates it
+            summary, mastery = after.summary, after.mastery
         response = {"progress": summary.progress, "extra_fields": summary.extra_fields,
                     "time_spent": summary.time_spent, "complete": summary.progress >= 1}
         if level is not None:
-            log = after.mastery[level]
-            attempts = [a for a in after.attempts if a.mastery_level == level]
+            log = mastery[level]
+            attempts = before.attempts_of_level(level)  # a start changes no attempt
             response.update(
                 mastery_criterion=log.mastery_criterion,
                 pastattempts=_past_attempts(attempts, log.mastery_criterion),
@@ -191,16 +198,16 @@ def is_coach_quiz(criterion: JSON) -> bool:
             and bool(criterion.get("coach_assigned")))
 
 
-def _bind_mastery(before: ContentFold, model: dict[str, JSON], repeat: bool,
+def _bind_mastery(content_id: str, logs: Mapping[int, MasteryView], model: dict[str, JSON], repeat: bool,
                   ctx: WriteContext) -> tuple[int, JSON]:
-    """SPEC §2.1 step 4: the mastery level (and its criterion) a new session binds to."""
+    """SPEC §2.1 step 4: the mastery level (and its criterion) a new session binds to,
+    given the mastery logs of the summary before the start."""
     assert ctx.user_id is not None
     quiz_like = model["type"] in QUIZ_LIKE
-    logs = before.mastery
     candidates = [m for m in logs.values() if (m.mastery_level < 0 if quiz_like else m.mastery_level > 0)]
     pick: MasteryView | None = None
     if candidates:
-        sid = summary_id(ctx.dataset_id, ctx.user_id, before.content_id)
+        sid = summary_id(ctx.dataset_id, ctx.user_id, content_id)
         # complete ascending, end descending, [syncd] then id ascending
         candidates.sort(key=lambda m: mastery_id(ctx.dataset_id, ctx.user_id or "", sid, m.mastery_level))
         candidates.sort(key=lambda m: m.end_timestamp, reverse=True)
@@ -259,21 +266,28 @@ def update_session(state: PartitionState, session_id: str, payload: Any, ctx: Wr
         _require_user(ctx.user_id, "a quiz")
         headers[UNCHECKED_HEADER] = "quiz-assignment"
 
+    fold = state.content_fold(fields["content_id"]) if ctx.user_id is not None else None
+    seq = fold.next_seq(session.id, ctx.device_id) if fold is not None else None
     event: dict[str, JSON] = {"at": ctx.now, "device_id": ctx.device_id,
-                              "seq": next_seq(session, ctx.device_id), **request.event_fields()}
+                              "seq": seq if seq is not None else next_seq(session, ctx.device_id),
+                              **request.event_fields()}
     mutations: list[Mutation] = [AppendEvent(session.id, event)]
-    updated = RawRecord(session.id, session.kind, fields, [*session.events, event])
     level: int | None = fields["mastery_level"]
-    if ctx.user_id is None:
+    if fold is None:
+        updated = RawRecord(session.id, session.kind, fields, [*session.events, event])
         complete = fold_session(updated).progress >= 1
     else:
-        records = [r for r in state.in_group(("content", fields["content_id"])) if r.kind == "session"]
-        after, _ = fold_summary([fold_session(updated if r.id == session.id else r) for r in records])
-        assert after is not None
-        complete = after.progress >= 1
+        extended = fold.after_update(session, event)
+        if extended is not None:
+            complete = extended[0].progress >= 1
+        else:  # the update does not sort last: refold the group with it
+            updated = RawRecord(session.id, session.kind, fields, [*session.events, event])
+            records = [r for r in state.in_group(("content", fields["content_id"])) if r.kind == "session"]
+            after, _ = fold_summary([fold_session(updated if r.id == session.id else r) for r in records])
+            assert after is not None
+            complete = after.progress >= 1
         if level is not None:
-            _, before = fold_summary([fold_session(r) for r in records])
-            log = before.get(level)
+            log = fold.mastery.get(level)
             if log is None:
                 raise InvalidRecordError("mastery_level",
                                          "Invalid mastery_level value, this session has not been started.")
@@ -294,11 +308,13 @@ def update_session(state: PartitionState, session_id: str, payload: Any, ctx: Wr
 def _find_session(state: PartitionState, session_id: str, user_id: str | None) -> RawRecord:
     """The caller's own session, else 404 (malformed id, unknown, someone else's; anonymous
     callers only reach anonymous sessions)."""
-    try:
-        key = uuid.UUID(hex=session_id).hex if isinstance(session_id, str) else None
-    except ValueError:
-        key = None
-    record = state.get(key) if key is not None else None
+    record = state.get(session_id) if isinstance(session_id, str) else None  # ids are canonical already
+    if record is None:
+        try:
+            key = uuid.UUID(hex=session_id).hex if isinstance(session_id, str) else None
+        except ValueError:
+            key = None
+        record = state.get(key) if key is not None else None
     if record is None or record.kind != "session" or record.fields["user_id"] != user_id:
         raise NotFoundError(f"no content session {session_id!r} for this caller")
     return record

@@ -1,13 +1,17 @@
 """SQL for the derived tables (rows produced by ``logs.aggregate``): no rules here.
 
-A derivation group's rows are replaced as a whole: every row the last fold of a group
-produced, and nothing else, is stored for it.
+Every row the last fold of a derivation group produced, and nothing else, is stored for
+it. The store remembers what it stored for each group it wrote since a partition was
+loaded (``Stored``); a change then writes only the rows whose JSON differs, and rewrites
+in place (no index touched) the rows whose indexed columns stay the same. A group whose
+stored rows are unknown is replaced whole.
 """
 
 from __future__ import annotations
 
 import hashlib
 import sqlite3
+from dataclasses import dataclass
 from typing import Iterable, Mapping, Sequence
 
 from syncd.logs.records import DERIVED_MODELS, DerivedModel, DerivedRow, GroupKey
@@ -33,11 +37,73 @@ def _insert_sql(model: str) -> str:
     )
 
 
-def _insert_rows(conn: sqlite3.Connection, partition: str, grp: str, rows: Iterable[DerivedRow]) -> int:
+RowKey = tuple[DerivedModel, str]  # (model, id)
+# What the table holds of a stored row that can change: its JSON and the indexed columns
+# that can move (a summary's channel, a start that a late session moves earlier). The
+# other columns (partition, grp, user_id, content_id, exam_id) are fixed by the row's id.
+Stored = tuple[str, "str | None", str]   # (row JSON, channel_id, sort_key)
+
+
+@dataclass(frozen=True)
+class GroupChange:
+    """What to write for one refolded group: either the whole group (``replace``: its
+    previous rows are unknown) or only the rows whose JSON changed and the rows gone.
+    ``updates`` are stored rows whose indexed columns stay as they are: only their JSON
+    is rewritten (no index is touched)."""
+
+    group: GroupKey
+    upserts: Sequence[tuple[DerivedRow, str]]
+    deletes: Sequence[RowKey]
+    replace: bool
+    updates: Sequence[tuple[DerivedRow, str]] = ()
+
+
+def diff_group(group: GroupKey, rows: Sequence[DerivedRow], previous: Mapping[RowKey, Stored] | None) -> tuple[GroupChange, dict[RowKey, Stored]]:
+    """The change that turns ``previous`` (the group's committed rows, None if unknown)
+    into ``rows`` (all of the group's rows), and the group's rows afterwards."""
+    after: dict[RowKey, Stored] = {}
+    if previous is None:
+        upserts = []
+        for row in rows:
+            text = row.to_json()
+            upserts.append((row, text))
+            after[(row.model, row.id)] = (text, row.channel_id, row.sort_key)
+        return GroupChange(group, upserts, (), replace=True), after
+    change, after = diff_partial(group, rows, previous, changed_only=False)
+    deletes = [key for key in previous if key not in after]
+    return GroupChange(group, change.upserts, deletes, replace=False, updates=change.updates), after
+
+
+def diff_partial(group: GroupKey, rows: Sequence[DerivedRow], previous: Mapping[RowKey, Stored], *,
+                 changed_only: bool = True) -> tuple[GroupChange, dict[RowKey, Stored]]:
+    """The change that stores ``rows``, some rows of a group whose committed rows are
+    ``previous`` (the group's other rows are unchanged), and the stored state of the rows
+    it changed (of every row in ``rows`` with ``changed_only=False``)."""
+    upserts: list[tuple[DerivedRow, str]] = []
+    updates: list[tuple[DerivedRow, str]] = []
+    after: dict[RowKey, Stored] = {}
+    for row in rows:
+        key = (row.model, row.id)
+        text = row.to_json()
+        old = previous.get(key)
+        stored = (text, row.channel_id, row.sort_key)
+        if old is None or old[1] != stored[1] or old[2] != stored[2]:
+            upserts.append((row, text))
+        elif old[0] != text:
+            updates.append((row, text))
+        elif changed_only:
+            continue
+        else:
+            stored = old
+        after[key] = stored
+    return GroupChange(group, upserts, (), replace=False, updates=updates), after
+
+
+def _insert_rows(conn: sqlite3.Connection, partition: str, grp: str, rows: Iterable[tuple[DerivedRow, str]]) -> int:
     by_model: dict[str, list[tuple[object, ...]]] = {}
-    for r in rows:
+    for r, text in rows:
         by_model.setdefault(r.model, []).append(
-            (r.id, partition, grp, r.user_id, r.content_id, r.channel_id, r.exam_id, r.sort_key, r.to_json())
+            (r.id, partition, grp, r.user_id, r.content_id, r.channel_id, r.exam_id, r.sort_key, text)
         )
     for model, values in by_model.items():
         _check_model(model)
@@ -45,19 +111,30 @@ def _insert_rows(conn: sqlite3.Connection, partition: str, grp: str, rows: Itera
     return sum(len(v) for v in by_model.values())
 
 
-def replace_group(conn: sqlite3.Connection, partition: str, group: GroupKey, rows: Sequence[DerivedRow]) -> None:
-    """Make ``rows`` the derived rows of ``group`` (inside the caller's transaction)."""
-    grp = group_text(group)
-    for model in GROUP_MODELS[group[0]]:
-        conn.execute(f"DELETE FROM {model} WHERE partition = ? AND grp = ?", (partition, grp))
-    _insert_rows(conn, partition, grp, rows)
+def apply_change(conn: sqlite3.Connection, partition: str, change: GroupChange) -> None:
+    """Write one group's change (inside the caller's transaction)."""
+    grp = group_text(change.group)
+    if change.replace:
+        for model in GROUP_MODELS[change.group[0]]:
+            conn.execute(f"DELETE FROM {model} WHERE partition = ? AND grp = ?", (partition, grp))
+    for model, row_id in change.deletes:
+        _check_model(model)
+        conn.execute(f"DELETE FROM {model} WHERE id = ?", (row_id,))
+    missing: list[tuple[DerivedRow, str]] = []
+    for row, text in change.updates:
+        _check_model(row.model)
+        if conn.execute(f"UPDATE {row.model} SET row = ? WHERE id = ?", (text, row.id)).rowcount == 0:
+            missing.append((row, text))  # not there after all (rows dropped behind our back)
+    _insert_rows(conn, partition, grp, [*change.upserts, *missing] if missing else change.upserts)
 
 
 def replace_partition(conn: sqlite3.Connection, partition: str, groups: Mapping[GroupKey, Sequence[DerivedRow]]) -> int:
     """Make ``groups`` all the derived rows of ``partition`` (a rebuild)."""
     for model in DERIVED_MODELS:
         conn.execute(f"DELETE FROM {model} WHERE partition = ?", (partition,))
-    return sum(_insert_rows(conn, partition, group_text(g), rows) for g, rows in groups.items())
+    return sum(
+        _insert_rows(conn, partition, group_text(g), ((r, r.to_json()) for r in rows)) for g, rows in groups.items()
+    )
 
 
 def read_rows(

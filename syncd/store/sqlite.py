@@ -31,12 +31,12 @@ import threading
 import time
 from collections import OrderedDict, defaultdict
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Mapping, Sequence, TypeVar
+from typing import Any, Callable, Collection, Mapping, Sequence, TypeVar
 
 from syncd.errors import InvalidRecordError, StoreUnavailableError
-from syncd.logs.aggregate import derive
+from syncd.logs.aggregate import derive, derive_changes
 from syncd.logs.records import DERIVED_MODELS, DerivedModel, DerivedRow, GroupKey
 from syncd.logs.integrity import check_growth
 from syncd.logs.partitions import matches
@@ -171,6 +171,9 @@ class _Loaded:
     state: PartitionState
     next_seq: int       # seq of the next doc_updates row
     tail: int           # doc_updates rows since the snapshot
+    # The committed derived rows of each group refolded since the load, so a write
+    # stores only the rows it changed (a group not in here is rewritten whole).
+    written: dict[GroupKey, dict[derived.RowKey, derived.Stored]] = field(default_factory=dict)
 
 
 class SqliteStore:
@@ -243,28 +246,52 @@ class SqliteStore:
             try:
                 update = loaded.doc.apply(result.mutations)
                 touched = loaded.state.apply(result.mutations)
-                rows = derive(loaded.state, touched, self.dataset_id)
+                # only the rows this write can have changed, for groups whose rows we hold
+                rows, partial = derive_changes(loaded.state, touched, self.dataset_id, loaded.written)
             except BaseException:
                 self._evict(partition)
                 raise
-            await self._commit_change(partition, loaded, update, rows)
+            await self._commit_change(partition, loaded, update, rows, partial)
             return result
 
     async def _commit_change(
-        self, partition: str, loaded: _Loaded, update: bytes, rows: Mapping[GroupKey, Sequence[DerivedRow]]
+        self,
+        partition: str,
+        loaded: _Loaded,
+        update: bytes,
+        rows: Mapping[GroupKey, Sequence[DerivedRow]],
+        partial: Collection[GroupKey] = (),
     ) -> None:
         """Commit an applied change (caller holds the partition lock); on failure evict
-        the document, which now holds ops that were never stored."""
+        the document, which now holds ops that were never stored. ``rows`` holds every
+        row of each touched group, except for the groups in ``partial``: only the rows
+        that may have changed (the others are as ``loaded.written`` has them)."""
         snapshot = loaded.doc.export_snapshot() if loaded.tail + 1 >= self._compact_after else None
         seq = loaded.next_seq
         self._feed_seq += 1
-        job = _write_job(partition, seq, update, rows, self._feed_seq, loaded.doc.version(), snapshot)
+        changes = []
+        written = {}
+        for group, group_rows in rows.items():
+            previous = loaded.written.get(group)
+            if group in partial and previous is not None:
+                change, written[group] = derived.diff_partial(group, group_rows, previous)
+            else:
+                change, written[group] = derived.diff_group(group, group_rows, previous)
+            if change.upserts or change.updates or change.deletes or change.replace:
+                changes.append(change)
+        job = _write_job(partition, seq, update, changes, self._feed_seq, loaded.doc.version(), snapshot)
         try:
             await self._writer.submit(job)
         except BaseException as exc:
             self._evict(partition)
             log.error("commit of a change to %s failed: %s", partition, exc)
             raise StoreUnavailableError(f"the change could not be stored ({exc}); nothing was kept") from exc
+        for group, after in written.items():
+            previous = loaded.written.get(group)
+            if group in partial and previous is not None:
+                previous.update(after)  # partial: ``after`` holds the changed rows only
+            else:
+                loaded.written[group] = after
         loaded.next_seq = seq + 1
         loaded.tail = 0 if snapshot is not None else loaded.tail + 1
         self._notify(partition, self._feed_seq)
@@ -392,12 +419,19 @@ class SqliteStore:
 
     async def export_missing(self, partition: str, their_version: bytes) -> bytes:
         async with self._locks[partition]:
-            if partition not in self._cache and not await self._held(partition):
+            loaded = self._cache.get(partition)
+            if loaded is not None:
+                doc = loaded.doc
+            elif await self._held(partition):
+                # Exporting needs the document only: no decoding, and no cache churn (a
+                # full sync of a large school would otherwise evict every writer's doc).
+                _, blobs, _ = await self._read(lambda c: _read_blobs(c, partition))
+                doc = PartitionDoc.load(blobs, self.identity.peer_id)
+            else:
                 return b""
-            loaded = await self._get(partition)
-            if loaded.doc.version() == their_version:
+            if doc.version() == their_version:
                 return b""
-            return loaded.doc.export_since(their_version)
+            return doc.export_since(their_version)
 
     async def _held(self, partition: str) -> bool:
         return bool(await self._read(lambda c: c.execute(
@@ -409,18 +443,21 @@ class SqliteStore:
             # Loro cannot roll back: import into a fork, validate, and only then for real.
             fork = loaded.doc.fork()
             before_version = loaded.doc.version()
-            try:
-                outcome = fork.import_(data)
-            except Exception as exc:  # the engine refused the bytes
-                raise InvalidRecordError("data", f"not a valid update: {exc}") from None
+            fresh = len(loaded.state) == 0  # a first import: decode everything, no diff needed
+            outcome = fork.import_(data, track=not fresh)  # InvalidRecordError if the engine refuses the bytes
             if not outcome.changed:
                 return ImportResult(partition, changed=False, pending=outcome.pending, touched_groups=0, records=0)
-            after = fork.records(strict=True)
-            grown = check_growth(loaded.state.records, after)
+            if outcome.foreign:
+                raise InvalidRecordError("data", "the update writes outside the partition's record layout")
+            # Only what the chunk touched is decoded and checked; the rest is as committed.
+            after = fork.records(strict=True) if fresh else fork.records_named(sorted(outcome.touched), strict=True)
+            grown = check_growth({r.id: loaded.state.records[r.id] for r in after if r.id in loaded.state.records}, after)
             try:
                 loaded.doc.import_(data)
-                loaded.state = PartitionState.from_records(partition, after)
-                touched = {group_of(r) for r in grown}
+                merged = dict(loaded.state.records)
+                merged.update((r.id, r) for r in grown)
+                loaded.state = PartitionState.from_records(partition, merged.values())
+                touched = {group_of(r) for r in grown}  # creation fields (so groups) never change
                 rows = derive(loaded.state, touched, self.dataset_id)
                 update = loaded.doc.export_since(before_version)
             except BaseException:
@@ -443,6 +480,7 @@ class SqliteStore:
             await lock.acquire()
             try:
                 loaded = self._cache.get(partition) or await self._load(partition)
+                loaded.written.clear()
                 groups = derive(loaded.state, loaded.state.groups(), self.dataset_id)
                 records += len(loaded.state)
                 rows += sum(len(r) for r in groups.values())
@@ -557,15 +595,15 @@ def _write_job(
     partition: str,
     seq: int,
     update: bytes,
-    rows: Mapping[GroupKey, Sequence[DerivedRow]],
+    changes: Sequence[derived.GroupChange],
     feed_seq: int,
     version: bytes,
     snapshot: bytes | None,
 ) -> Job:
     def job(conn: sqlite3.Connection) -> None:
         conn.execute("INSERT INTO doc_updates (partition, seq, bytes) VALUES (?, ?, ?)", (partition, seq, update))
-        for group, group_rows in rows.items():
-            derived.replace_group(conn, partition, group, group_rows)
+        for change in changes:
+            derived.apply_change(conn, partition, change)
         conn.execute(
             "INSERT INTO partition_seq (partition, seq, vv) VALUES (?, ?, ?) "
             "ON CONFLICT(partition) DO UPDATE SET seq = excluded.seq, vv = excluded.vv",

@@ -10,11 +10,12 @@ from typing import Any
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from syncd.logs.aggregate import derive
+from syncd.logs.aggregate import derive, derive_changes
 from syncd.logs.folds import fold_attempt, fold_content, fold_session, normalise_progress
-from syncd.logs.records import RawRecord
+from syncd.logs.records import AppendEvent, CreateRecord, GroupKey, Mutation, RawRecord
 from syncd.logs.state import PartitionState
 from syncd.logs.validate import validate_record
+from syncd.store import derived
 
 USER = "a1" * 16
 CONTENT = "c0" * 16
@@ -279,3 +280,150 @@ def test_the_summary_fold_equals_the_plain_spec_algorithm(records: list[RawRecor
     # quiz duplicates: one presented attempt per (level < 0, item)
     keys = [(a.mastery_level, a.item) for a in result.attempts if a.mastery_level is not None and a.mastery_level < 0]
     assert len(keys) == len(set(keys))
+
+
+# --- incremental folding (logs/incremental.py) -------------------------------------------------
+def arrivals(records: list[RawRecord], rng: random.Random) -> list[Mutation]:
+    """Every record's creation and every event as mutations, in a random order in which a
+    record is created before its events (events may arrive in any order otherwise)."""
+    pending = {r.id: [AppendEvent(r.id, dict(e)) for e in rng.sample(r.events, len(r.events))] for r in records}
+    created: list[Mutation] = []
+    order: list[Mutation] = []
+    waiting = [CreateRecord(r.id, r.kind, dict(r.fields)) for r in records]
+    rng.shuffle(waiting)
+    while waiting or any(pending.values()):
+        ready = [rid for rid, events in pending.items() if events and any(
+            isinstance(m, CreateRecord) and m.record_id == rid for m in created)]
+        if waiting and (not ready or rng.random() < 0.4):
+            mutation: Mutation = waiting.pop()
+            created.append(mutation)
+        else:
+            mutation = pending[rng.choice(ready)].pop(0)
+        order.append(mutation)
+    return order
+
+
+def in_time_order(records: list[RawRecord]) -> list[Mutation]:
+    """The mutations as one device with a forward clock writes them: creations at their
+    time, events at theirs (never before their record's creation; ties: creations first),
+    so most events sort last."""
+    keyed: list[tuple[tuple[str, int, str, int], Mutation]] = []
+    for r in records:
+        created_at: str = r.fields["start_timestamp"] if r.kind == "session" else r.fields["at"]
+        keyed.append(((created_at, 0, r.id, 0), CreateRecord(r.id, r.kind, dict(r.fields))))
+        for e in r.events:
+            keyed.append(((max(e["at"], created_at), 1, r.id, e["seq"]), AppendEvent(r.id, dict(e))))
+    keyed.sort(key=lambda item: item[0])
+    return [m for _, m in keyed]
+
+
+def full_rows(records: list[RawRecord]) -> dict[str, str]:
+    """Every derived row, folded from scratch: (model, id) -> JSON."""
+    state = PartitionState.from_records("user:" + USER, [RawRecord(r.id, r.kind, r.fields, list(r.events))
+                                                         for r in records])
+    return {f"{row.model}:{row.id}": row.to_json()
+            for rows in derive(state, state.groups(), DATASET).values() for row in rows}
+
+
+def replay(mutations: list[Mutation], rng: random.Random) -> int:
+    """Apply ``mutations`` one by one to a state with memoised folds, storing rows as the
+    store does (partial rows for groups whose rows it holds); after each step the stored
+    rows, ``derive`` on the memo and a fold from scratch must agree byte for byte.
+    Returns how many steps extended the memoised fold instead of refolding."""
+    state = PartitionState("user:" + USER)
+    written: dict[GroupKey, dict[derived.RowKey, derived.Stored]] = {}
+    extended = 0
+    for mutation in mutations:
+        if rng.random() < 0.7:
+            state.content_fold(CONTENT)  # a write decides on the memoised fold first
+        memo = state.cached_fold(CONTENT)
+        touched = state.apply([mutation])
+        extended += memo is not None and state.cached_fold(CONTENT) is memo
+        rows, partial = derive_changes(state, touched, DATASET, written)
+        for group, group_rows in rows.items():
+            previous = written.get(group)
+            if group in partial and previous is not None:
+                _, changed = derived.diff_partial(group, group_rows, previous)
+                previous.update(changed)
+            else:
+                _, written[group] = derived.diff_group(group, group_rows, previous)
+        records = list(state.records.values())
+        expected = full_rows(records)
+        stored = {f"{model}:{rid}": text for rows_ in written.values() for (model, rid), (text, _, _) in rows_.items()}
+        assert stored == expected
+        memo_rows = {f"{row.model}:{row.id}": row.to_json()
+                     for rows_ in derive(state, state.groups(), DATASET).values() for row in rows_}
+        assert memo_rows == expected
+    return extended
+
+
+def with_cloned_seqs(records: list[RawRecord], rng: random.Random) -> list[RawRecord]:
+    """Some sessions get a second event with an existing (device, seq), as a cloned device
+    writes (integrity.py keeps both; the fold orders them by their JSON)."""
+    out = []
+    for r in records:
+        events = list(r.events)
+        if r.kind == "session" and events and rng.random() < 0.5:
+            twin = dict(rng.choice(events))
+            twin["time_spent_delta"] = 7.0
+            twin["at"] = ts(rng.randrange(0, 400))
+            events.insert(rng.randrange(len(events) + 1), twin)
+        out.append(RawRecord(r.id, r.kind, r.fields, events))
+    return out
+
+
+@SETTINGS
+@given(content_groups(), st.integers(0, 2**32))
+def test_incremental_folds_equal_full_folds_in_any_arrival_order(records: list[RawRecord], seed: int) -> None:
+    rng = random.Random(seed)
+    replay(arrivals(records, rng), rng)
+
+
+@SETTINGS
+@given(content_groups(), st.integers(0, 2**32))
+def test_incremental_folds_survive_repeated_seqs(records: list[RawRecord], seed: int) -> None:
+    rng = random.Random(seed)
+    cloned = with_cloned_seqs(records, rng)
+    replay(in_time_order(cloned), rng)
+    replay(arrivals(cloned, rng), rng)
+
+
+@SETTINGS
+@given(content_groups(), st.integers(0, 2**32))
+def test_incremental_folds_equal_full_folds_for_local_writes(records: list[RawRecord], seed: int) -> None:
+    """Writes in time order (the usual case) extend the memoised fold; it stays exact."""
+    rng = random.Random(seed)
+    mutations = in_time_order(records)
+    extended = replay(mutations, rng)
+    assert extended > 0 or len(mutations) < 3
+
+
+@SETTINGS
+@given(content_groups(), st.integers(0, 2**32))
+def test_the_write_path_previews_equal_a_full_fold(records: list[RawRecord], seed: int) -> None:
+    """``after_start``/``after_update`` (what start and update responses use) give what
+    folding the group with the new event gives, whenever they answer."""
+    rng = random.Random(seed)
+    sessions_ = [r for r in records if r.kind == "session"]
+    target = rng.choice(sessions_)
+    before = [RawRecord(r.id, r.kind, r.fields, list(r.events)) for r in records if r is not target or r.events]
+    if target.events:  # preview the target's last event as an update
+        last = max(target.events, key=lambda e: (e["device_id"], e["seq"]))
+        base = [RawRecord(r.id, r.kind, r.fields, [e for e in r.events if e is not last]) if r.id == target.id else r
+                for r in before]
+        fold = PartitionState.from_records("user:" + USER, base).content_fold(CONTENT)
+        session_before = next(r for r in base if r.id == target.id)
+        preview = fold.after_update(session_before, last)
+        if preview is not None:
+            summary, log = preview
+            full = fold_content(CONTENT, records, with_summary=True)
+            assert full.summary == summary
+            level = target.fields["mastery_level"]
+            assert log == (full.mastery[level] if level is not None else None)
+    else:  # preview the target's start
+        base = [r for r in records if r.id != target.id]
+        fold = PartitionState.from_records("user:" + USER, base).content_fold(CONTENT)
+        started = fold.after_start(target.fields, target.id)
+        if started is not None:
+            full = fold_content(CONTENT, records, with_summary=True)
+            assert (full.summary, full.mastery) == started

@@ -2,11 +2,19 @@
 
 from __future__ import annotations
 
+import asyncio
+import sqlite3
+import uuid
+from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any
 
+from syncd.logs import writes
+from syncd.logs.partitions import user_partition
+from syncd.logs.records import DERIVED_MODELS
+from syncd.logs.timestamps import format_timestamp
 from syncd.store.sqlite import SqliteStore
-from tests.store.acceptance import store_acceptance_tests
+from tests.store.acceptance import rows, start, store_acceptance_tests, update, video_start
 
 
 async def open_sqlite(state_dir: Path, **options: Any) -> SqliteStore:
@@ -14,3 +22,100 @@ async def open_sqlite(state_dir: Path, **options: Any) -> SqliteStore:
 
 
 globals().update(store_acceptance_tests(open_sqlite))
+
+
+# --- the write path stores only the rows a write changed (derive_changes + the row memory) ----
+EXERCISE = {"node_id": "e1" * 16, "content_id": "e2" * 16, "channel_id": "e3" * 16, "kind": "exercise",
+            "mastery_model": {"type": "m_of_n", "m": 2, "n": 3}}
+QUIZ_ID = "9a" * 16
+
+
+def _ctx(store: SqliteStore, user: str, second: float) -> writes.WriteContext:
+    levels = iter(range(-5, -100, -1))
+    moment = datetime(2025, 1, 6, 9, tzinfo=timezone.utc) + timedelta(seconds=second)
+    return writes.WriteContext(
+        now=format_timestamp(moment), user_id=user, device_id=store.device_id, dataset_id=store.dataset_id,
+        new_id=lambda: uuid.uuid4().hex, random_quiz_level=lambda: next(levels))
+
+
+async def _mixed_workload(store: SqliteStore, user: str, offset: float) -> None:
+    """Video, exercise (attempts, a retry, a repeat) and coach-quiz writes, some stamped in
+    the past so that they land before what the fold already holds."""
+    partition = user_partition(user)
+
+    async def start(payload: dict[str, Any], second: float) -> str:
+        c = _ctx(store, user, offset + second)
+        result = await store.write(partition, lambda s: writes.start_session(s, payload, c))
+        return str(result.response["session_id"])
+
+    async def update(session: str, payload: dict[str, Any], second: float) -> Any:
+        c = _ctx(store, user, offset + second)
+        return (await store.write(partition, lambda s: writes.update_session(s, session, payload, c))).response
+
+    video = await start(video_start(), 0)
+    for k in range(3):
+        await update(video, {"progress_delta": 0.3, "time_spent_delta": 5.0, "extra_fields": {"p": k}}, 10 + k)
+    exercise = await start(EXERCISE, 20)
+    answer = {"item": "q1", "correct": 1, "time_spent": 3, "answer": {"a": 1}}
+    first = await update(exercise, {"progress_delta": 0.334, "interactions": [answer]}, 25)
+    attempt = first["attempts"][0]["id"]
+    await update(exercise, {"interactions": [{**answer, "id": attempt, "correct": 0, "time_spent": 6}]}, 27)
+    await update(exercise, {"progress_delta": 0.666, "time_spent_delta": 4.0,
+                            "interactions": [{**answer, "item": "q2"}, {**answer, "item": "q3"}]}, 30)
+    await update(video, {"progress_delta": 0.2, "time_spent_delta": 1.0}, 5)   # in the past: a refold
+    late = await start(video_start(), 3)                                         # starts before the last event
+    await update(late, {"progress": 0.5, "time_spent_delta": 2.0}, 40)
+    earliest = await start(video_start(), -5)           # moves the summary's start (its sort key) earlier
+    await update(earliest, {"time_spent_delta": 1.0}, 41)
+    await start({**video_start(), "channel_id": "c4" * 16}, 42)                 # moves the summary's channel
+    again = await start({**EXERCISE, "repeat": True}, 50)
+    await update(again, {"progress_delta": 1.0, "time_spent_delta": 2.0}, 55)
+    quiz = await start({"quiz_id": QUIZ_ID[:-2] + f"{int(offset) % 256:02x}"}, 60)  # a submitted quiz is closed
+    q = {"item": "x:1", "correct": 0, "time_spent": 2, "answer": {"r": 0}, "replace": True}
+    await update(quiz, {"interactions": [q]}, 61)
+    await update(quiz, {"interactions": [{**q, "correct": 1, "answer": {"r": 1}}]}, 62)
+    await update(quiz, {"interactions": [{**q, "item": "x:2", "replace": False}]}, 63)
+    await update(quiz, {"progress_delta": 1.0}, 64)
+
+
+async def _tables(store: SqliteStore) -> dict[str, list[tuple[Any, ...]]]:
+    """Every column of every derived row (the digests cover the JSON only)."""
+    def read(conn: sqlite3.Connection) -> dict[str, list[tuple[Any, ...]]]:
+        return {model: conn.execute(f"SELECT * FROM {model} ORDER BY id").fetchall() for model in DERIVED_MODELS}
+
+    return await store.run_read(read)
+
+
+async def test_partial_row_writes_equal_a_rebuild(tmp_path: Path) -> None:
+    store = await SqliteStore.open(tmp_path, compact_after=7)
+    try:
+        users = [uuid.uuid4().hex for _ in range(3)]
+        await asyncio.gather(*(_mixed_workload(store, user, 0) for user in users))
+        written = await _tables(store)
+        assert all(written[m] for m in ("contentsessionlog", "contentsummarylog", "masterylog", "attemptlog"))
+        await store.rebuild()
+        assert await _tables(store) == written
+        # after a rebuild the store knows no group's rows: the next writes replace them whole
+        await asyncio.gather(*(_mixed_workload(store, user, 100) for user in users))
+        written = await _tables(store)
+        await store.rebuild()
+        assert await _tables(store) == written
+    finally:
+        await store.close()
+
+
+async def test_a_row_missing_from_the_table_is_written_again(tmp_path: Path) -> None:
+    """The row memory is an optimisation: an update of a row that is not in its table (rows
+    dropped behind the store's back) inserts it."""
+    store = await SqliteStore.open(tmp_path)
+    try:
+        user = uuid.uuid4().hex
+        session = await start(store, user)
+        await update(store, user, session, {"progress_delta": 0.1}, 1)
+        await store.drop_derived_rows()
+        await update(store, user, session, {"progress_delta": 0.1}, 2)
+        (row,) = await rows(store, "contentsessionlog")
+        (summary,) = await rows(store, "contentsummarylog")
+        assert row["progress"] == summary["progress"] == 0.2
+    finally:
+        await store.close()
