@@ -16,12 +16,13 @@ last-writer-wins anyway (DESIGN §3).
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
+import math
+import re
+import zlib
+from dataclasses import dataclass, field
 from typing import Any, Iterable, Sequence
 
-import re
-
-from loro import ExportMode, LoroDoc, VersionVector
+from loro import EncodedBlobMode, ExportMode, LoroDoc, VersionVector
 
 from syncd.errors import InvalidRecordError
 from syncd.logs.records import RECORD_KINDS, CreateRecord, Mutation, RawRecord, canonical_json
@@ -32,15 +33,33 @@ MAX_JSON_TEXT = 256 * 1024  # one creation-field set or one event, as stored
 EMPTY_VERSION: bytes = VersionVector().encode()  # type: ignore[no-untyped-call]
 
 
+# All strings one peer update may insert (UTF-8 bytes). Equal to the sync protocol's
+# MAX_ASSEMBLY (one partition's pieces, imported as one blob): a lower cap would refuse an
+# honest first sync of a large partition forever. Loro does not compress update strings, so
+# the bytes received bound this already; the cap is the explicit limit.
+MAX_UPDATE_TEXT = 64 * 1024 * 1024
+# Events one update may add to one record's list: Loro's import cost grows faster than
+# linearly with the values added to a single list (100k: 0.15 s; 400k: 1.7 s; 800k: 6 s),
+# while the same count spread over many records stays linear.
+MAX_UPDATE_EVENTS_PER_RECORD = 100_000
+
+
 def _refuse_constant(name: str) -> object:
     raise ValueError(f"{name} is not allowed")
+
+
+def _finite_float(text: str) -> float:
+    value = float(text)
+    if not math.isfinite(value):  # 1e999 parses as inf
+        raise ValueError(f"{text[:40]} is not a finite number")
+    return value
 
 
 def _strict_json(text: object, where: str) -> dict[str, Any]:
     if not isinstance(text, str) or len(text) > MAX_JSON_TEXT:
         raise InvalidRecordError(where, "must be a JSON text of at most 256 KiB")
     try:
-        value = json.loads(text, parse_constant=_refuse_constant)
+        value = json.loads(text, parse_constant=_refuse_constant, parse_float=_finite_float)
     except ValueError as exc:
         raise InvalidRecordError(where, f"invalid JSON: {exc}") from None
     if not isinstance(value, dict):
@@ -77,6 +96,131 @@ def _touched_records(diff: Any) -> tuple[set[str], bool]:
         else:
             foreign = True
     return touched, foreign
+
+
+# --- checking a peer's update by its operations ---------------------------------------
+# Loro's JSON update format (``export_json_updates``): {"changes": [{"id", "deps", "lamport",
+# "timestamp", "msg", "ops": [{"container": "cid:...", "counter", "content": {...}}]}]}.
+# A map op's content is {"type": "insert", "key", "value"} or {"type": "delete", "key"}; a
+# list op's is {"type": "insert", "pos", "value": [values]} or {"type": "delete", ...}; other
+# container types have other shapes. Values: JSON scalars, binary as a list of byte ints,
+# a child container as the string "🦜:cid:...", and a mergeable child as a binary *marker*
+# (magic 00 'L' 'M' 01, kind byte, CRC-24 of (parent id, key, kind)) in the parent's slot.
+_ROOT_CID = "cid:root-" + _ROOT + ":Map"
+_RECORD_CID = re.compile("^cid:root-" + re.escape(_MERGEABLE) + "([0-9a-f]{32}):Map$")
+_EVENTS_CID = re.compile("^cid:root-" + re.escape(_MERGEABLE) + "([0-9a-f]{32})>e:List$")
+_CONTAINER_REF = "\U0001f99c:"  # how the JSON format writes a child container as a value
+_MAP_KIND, _LIST_KIND = 0, 1  # Loro ContainerType.to_u8
+
+
+def _leb128(n: int) -> bytes:
+    out = bytearray()
+    while True:
+        byte, n = n & 0x7F, n >> 7
+        out.append(byte | 0x80 if n else byte)
+        if not n:
+            return bytes(out)
+
+
+def _root_cid_bytes(name: str, kind: int) -> bytes:
+    encoded = name.encode()
+    return bytes([0x80 | kind]) + _leb128(len(encoded)) + encoded
+
+
+def _marker(parent_root_name: str, key: str, kind: int) -> list[int]:
+    """The binary value Loro stores in a map slot for ``ensure_mergeable_*(key)`` (as the
+    JSON format writes it: a list of byte values). Mirrors loro_common::mergeable_marker:
+    MAGIC + kind + CRC-24(domain, len-prefixed parent id bytes, len-prefixed key, kind);
+    the tests compare it with what Loro writes."""
+    parent = _root_cid_bytes(parent_root_name, _MAP_KIND)
+    key_bytes = key.encode()
+    crc = zlib.crc32(
+        b"loro.mergeable.marker.v1" + _leb128(len(parent)) + parent + _leb128(len(key_bytes)) + key_bytes + bytes([kind])
+    ) & 0xFFFFFF
+    return [0x00, 0x4C, 0x4D, 0x01, kind, (crc >> 16) & 0xFF, (crc >> 8) & 0xFF, crc & 0xFF]
+
+
+@dataclass
+class _UpdateCheck:
+    """What a walk over an update's operations saw (checked against the state at the end:
+    Loro lists changes by peer, not causally, so a record's ops may precede its creation)."""
+
+    created: set[str] = field(default_factory=set)          # record maps created
+    lists_created: set[str] = field(default_factory=set)    # records whose "e" list was created
+    written: dict[tuple[str, str], str] = field(default_factory=dict)  # (record, k|c) -> value
+    records_used: set[str] = field(default_factory=set)     # records whose map was written
+    lists_used: set[str] = field(default_factory=set)       # records whose "e" list was written
+    text_bytes: int = 0
+    containers: dict[str, tuple[str, str]] = field(default_factory=dict)  # cid -> (what, record)
+    events_added: dict[str, int] = field(default_factory=dict)  # record -> events in this update
+
+    def _container(self, container: str) -> tuple[str, str]:
+        known = self.containers.get(container)
+        if known is None:
+            record = _RECORD_CID.match(container)
+            events = None if record else _EVENTS_CID.match(container)
+            known = ("record", record.group(1)) if record else ("events", events.group(1)) if events else ("", "")
+            self.containers[container] = known
+        return known
+
+    def string(self, value: object, where: str) -> str:
+        if not isinstance(value, str) or value.startswith(_CONTAINER_REF):
+            raise InvalidRecordError(where, "must be a string (a JSON text), not another value or a container")
+        if len(value) > MAX_JSON_TEXT:
+            raise InvalidRecordError(where, "must be a JSON text of at most 256 KiB")
+        self.text_bytes += len(value) if value.isascii() else len(value.encode("utf-8", "surrogatepass"))
+        if self.text_bytes > MAX_UPDATE_TEXT:
+            raise InvalidRecordError("data", f"the update inserts more than {MAX_UPDATE_TEXT >> 20} MiB of text")
+        return value
+
+    def op(self, container: object, content: object) -> None:
+        if not isinstance(container, str) or not isinstance(content, dict):
+            raise InvalidRecordError("data", "an operation the layout does not know")
+        kind = content.get("type")
+        if container == _ROOT_CID:
+            key = content.get("key")
+            where = f"records.{str(key)[:40]}"
+            if kind != "insert":
+                raise InvalidRecordError(where, f"a {str(kind)[:20]} operation on the record map (records are never removed)")
+            if not isinstance(key, str) or not _RECORD_ID.match(key):
+                raise InvalidRecordError(where, "record ids are 32 lowercase hex")
+            if content.get("value") != _marker(_ROOT, key, _MAP_KIND):
+                raise InvalidRecordError(where, "a record must be a mergeable map")
+            self.created.add(key)
+            return
+        what, record_id = self._container(container)
+        if what == "record":
+            key = content.get("key")
+            where = f"records.{record_id}.{str(key)[:40]}"
+            if kind != "insert":
+                raise InvalidRecordError(where, f"a {str(kind)[:20]} operation on a record: creation fields are never rewritten or removed")
+            self.records_used.add(record_id)
+            if key == "e":
+                if content.get("value") != _marker(_MERGEABLE + record_id, "e", _LIST_KIND):
+                    raise InvalidRecordError(where, "events must be a mergeable list")
+                self.lists_created.add(record_id)
+            elif key in ("k", "c"):
+                value = self.string(content.get("value"), where)
+                if self.written.setdefault((record_id, key), value) != value:
+                    raise InvalidRecordError(where, "written twice with different values")
+            else:
+                raise InvalidRecordError(where, "a record holds exactly k, c and e")
+            return
+        if what == "events":
+            where = f"records.{record_id}.e"
+            if kind != "insert":
+                raise InvalidRecordError(where, f"events were removed or rewritten (a {str(kind)[:20]} operation on an append-only list)")
+            values = content.get("value")
+            if not isinstance(values, list):
+                raise InvalidRecordError(where, "an operation the layout does not know")
+            for value in values:
+                self.string(value, where)
+            added = self.events_added[record_id] = self.events_added.get(record_id, 0) + len(values)
+            if added > MAX_UPDATE_EVENTS_PER_RECORD:
+                raise InvalidRecordError(where, f"more than {MAX_UPDATE_EVENTS_PER_RECORD} events added in one update")
+            self.lists_used.add(record_id)
+            return
+        raise InvalidRecordError("data", f"the update writes outside the partition's record layout ({container[:80]})")
 
 
 class PartitionDoc:
@@ -137,10 +281,12 @@ class PartitionDoc:
         ]
 
     @staticmethod
-    def _strict_record(record_id: object, body: object) -> RawRecord:
+    def _strict_record(record_id: object, body: object, *, missing: bool = False) -> RawRecord:
         where = f"records.{str(record_id)[:40]}"
         if not isinstance(record_id, str) or not _RECORD_ID.match(record_id):
             raise InvalidRecordError(where, "record ids are 32 lowercase hex")
+        if missing:
+            raise InvalidRecordError(where, "a record disappeared")
         if not isinstance(body, dict) or set(body) - {"k", "c", "e"} or "k" not in body or "c" not in body:
             raise InvalidRecordError(where, "a record holds exactly k, c and e")
         if body["k"] not in RECORD_KINDS:
@@ -191,6 +337,78 @@ class PartitionDoc:
             touched, foreign = _touched_records(self._doc.diff(frontiers, self._doc.state_frontiers))
         return ImportOutcome(changed, status.pending is not None, frozenset(touched), foreign)
 
+    def check_update(self, data: bytes) -> None:
+        """Refuse a peer's update bytes unless every operation they carry fits the layout.
+
+        Checked by the operations themselves (so junk that a later operation deletes or
+        overwrites is seen) and before any document state changes: the bytes go into a
+        *detached* fork, where an import only extends the op log (no state, so none of the
+        state-building costs that grow with the square of a large insert), and the new
+        changes are read back in Loro's JSON form. Allowed, and nothing else: creating a
+        mergeable record map under root map r (ids 32 lowercase hex); on such a record,
+        inserting string values at "k" and "c" (equal to any value already there or
+        elsewhere in the update) and creating its mergeable list "e"; inserting string
+        values into a record's "e". Each string is at most 256 KiB; all of them at most
+        MAX_UPDATE_TEXT (64 MiB). No deletes, no other container types, keys, value types,
+        commit messages, snapshots, or changes whose dependencies this document lacks (their operations
+        could not be read, and would be applied unchecked once the dependencies came).
+        Content (kinds, JSON texts) is left to strict decoding of the resulting state.
+        """
+        try:
+            meta = LoroDoc.decode_import_blob_meta(data, False)  # import_ checks the checksum
+        except (KeyboardInterrupt, SystemExit):
+            raise
+        except BaseException as exc:  # undecodable bytes surface as a Rust panic
+            raise InvalidRecordError("data", f"not a valid update: {type(exc).__name__}: {exc}") from None
+        if meta.mode != EncodedBlobMode.Updates:
+            mode = str(meta.mode).rsplit(".", 1)[-1]  # a pyo3 enum: no .value, despite the stub
+            raise InvalidRecordError("data", f"only update blobs are accepted, not {mode}")
+        fork = self._doc.fork()
+        fork.detach()
+        start = fork.oplog_vv
+        try:
+            status = fork.import_(data)
+        except (KeyboardInterrupt, SystemExit):
+            raise
+        except BaseException as exc:
+            raise InvalidRecordError("data", f"not a valid update: {type(exc).__name__}: {exc}") from None
+        if status.pending is not None:
+            raise InvalidRecordError("data", "the update depends on changes this partition does not have")
+        end = fork.oplog_vv
+        if end.encode() == start.encode():
+            return
+        try:
+            changes = json.loads(fork.export_json_updates(start, end))["changes"]
+        except (KeyError, TypeError, ValueError):
+            raise InvalidRecordError("data", "the update could not be read back") from None
+        check = _UpdateCheck()
+        for change in changes:
+            if change.get("msg") not in (None, ""):
+                raise InvalidRecordError("data", "commit messages are not allowed")
+            for op in change.get("ops") or ():
+                check.op(op.get("container"), op.get("content"))
+        self._check_references(check)
+
+    def _check_references(self, check: _UpdateCheck) -> None:
+        """Every record written exists or is created, and so does every "e" list pushed to;
+        k and c, where they already hold a value, are written with that same value."""
+        for record_id in sorted(check.records_used | check.lists_used):
+            where = f"records.{record_id}"
+            entry = self._root.get(record_id)
+            container: Any = getattr(entry, "container", None) if entry is not None else None
+            if container is None and record_id not in check.created:
+                raise InvalidRecordError(where, "written but never created")
+            if record_id in check.lists_used and record_id not in check.lists_created:
+                events = container.get("e") if container is not None else None
+                if getattr(events, "container", None) is None:
+                    raise InvalidRecordError(f"{where}.e", "events pushed to a list never created")
+            if container is not None:
+                for key in ("k", "c"):
+                    value = check.written.get((record_id, key))
+                    old = container.get(key) if value is not None else None
+                    if old is not None and getattr(old, "value", None) != value:
+                        raise InvalidRecordError(f"{where}.{key}", "creation fields were rewritten")
+
     def records_named(self, record_ids: Iterable[str], *, strict: bool = False) -> list[RawRecord]:
         """Decode the named records (a name with no record raises in strict mode)."""
         out: list[RawRecord] = []
@@ -201,7 +419,7 @@ class PartitionDoc:
                 container = getattr(entry, "container", None)
                 body = container.get_deep_value() if container is not None else getattr(entry, "value", None)
             if strict:
-                out.append(self._strict_record(record_id, body))
+                out.append(self._strict_record(record_id, body, missing=entry is None))
             elif isinstance(body, dict) and "k" in body and "c" in body:
                 out.append(RawRecord(record_id, body["k"], json.loads(body["c"]), [json.loads(e) for e in body.get("e") or ()]))
         return out

@@ -440,6 +440,7 @@ class SqliteStore:
     async def import_chunk(self, partition: str, data: bytes, *, source: str) -> ImportResult:
         async with self._locks[partition]:
             loaded = await self._get(partition)
+            loaded.doc.check_update(data)  # by its operations, before any state: cheap to refuse
             # Loro cannot roll back: import into a fork, validate, and only then for real.
             fork = loaded.doc.fork()
             before_version = loaded.doc.version()

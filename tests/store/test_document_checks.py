@@ -1,0 +1,388 @@
+"""PartitionDoc.check_update: a peer's update is judged by its operations, before any state.
+
+Honest updates (PartitionDoc.apply with CreateRecord / AppendEvent, relayed, merged,
+derived from snapshots) pass; anything outside the layout is refused with a reason, also
+when the final state would not show it, and cheaply (a 1 MiB text insert into a non-empty
+document is refused well under a second)."""
+
+from __future__ import annotations
+
+import json
+import time
+import uuid
+from typing import Any, Callable, Iterable
+
+import pytest
+from loro import ExportMode, LoroDoc, LoroList, LoroMap, LoroText, VersionVector
+
+from syncd.errors import InvalidRecordError
+from syncd.logs.records import AppendEvent, CreateRecord, Mutation
+from syncd.store import documents
+from syncd.store.documents import EMPTY_VERSION, PartitionDoc, _marker, _strict_json
+
+BIG = 10 * 2**20
+
+
+def _rid() -> str:
+    return uuid.uuid4().hex
+
+
+def _create(rid: str, **fields: Any) -> CreateRecord:
+    return CreateRecord(rid, "session", {"user_id": "u1" * 16, "kind": "video", **fields})
+
+
+def _event(rid: str, seq: int, device: str = "d1" * 16, **fields: Any) -> AppendEvent:
+    return AppendEvent(rid, {"at": "2025-01-06T09:00:00.000000+00:00", "device_id": device, "seq": seq, **fields})
+
+
+def _doc(peer: int, *batches: list[Mutation]) -> tuple[PartitionDoc, list[bytes]]:
+    doc = PartitionDoc.create(peer)
+    return doc, [doc.apply(batch) for batch in batches]
+
+
+def _batch(*groups: Iterable[Mutation]) -> list[Mutation]:
+    return [m for group in groups for m in group]
+
+
+def _with_events(rid: str, events: int, **pad: Any) -> list[Mutation]:
+    mutations: list[Mutation] = [_create(rid, **pad)]
+    mutations.extend(_event(rid, n, **pad) for n in range(1, events + 1))
+    return mutations
+
+
+def _map() -> LoroMap:
+    return LoroMap()  # type: ignore[no-untyped-call]
+
+
+def _list() -> LoroList:
+    return LoroList()  # type: ignore[no-untyped-call]
+
+
+def _text() -> LoroText:
+    return LoroText()  # type: ignore[no-untyped-call]
+
+
+def _vv0() -> VersionVector:
+    return VersionVector()  # type: ignore[no-untyped-call]
+
+
+def _seeded(peer: int = 1, records: int = 5, events: int = 3) -> tuple[PartitionDoc, list[str]]:
+    """A non-empty document: ``records`` records with ``events`` events each."""
+    ids = [_rid() for _ in range(records)]
+    doc = PartitionDoc.create(peer)
+    doc.apply(_batch(*(_with_events(rid, events) for rid in ids)))
+    return doc, ids
+
+
+def _loro(doc: PartitionDoc, peer: int) -> LoroDoc:
+    """A raw Loro replica of ``doc``: what a hostile member edits."""
+    raw = LoroDoc()  # type: ignore[no-untyped-call]
+    raw.import_(doc.export_snapshot())
+    raw.peer_id = peer
+    return raw
+
+
+def _edit(doc: PartitionDoc, edit: Callable[[LoroDoc], object]) -> bytes:
+    """The update bytes a hostile member produces by ``edit`` on its replica of ``doc``."""
+    raw = _loro(doc, 666)
+    before = raw.oplog_vv
+    edit(raw)
+    raw.commit()
+    data: bytes = raw.export(ExportMode.Updates(before))
+    return data
+
+
+def _record(raw: LoroDoc, rid: str) -> Any:
+    return raw.get_map("r").ensure_mergeable_map(rid)
+
+
+def _events(raw: LoroDoc, rid: str) -> Any:
+    return _record(raw, rid).ensure_mergeable_list("e")
+
+
+def _refused(doc: PartitionDoc, data: bytes, match: str) -> InvalidRecordError:
+    before = doc.version()
+    with pytest.raises(InvalidRecordError, match=match) as info:
+        doc.check_update(data)
+    assert doc.version() == before  # nothing applied
+    return info.value
+
+
+# --- honest updates pass ------------------------------------------------------------------
+def test_the_marker_matches_loro() -> None:
+    for rid in [_rid() for _ in range(20)] + ["0" * 32, "f" * 32]:
+        raw = LoroDoc()  # type: ignore[no-untyped-call]
+        record = raw.get_map("r").ensure_mergeable_map(rid)
+        record.ensure_mergeable_list("e")
+        raw.commit()
+        ops = json.loads(raw.export_json_updates(_vv0(), raw.oplog_vv))["changes"][0]["ops"]
+        assert ops[0]["content"]["value"] == _marker("r", rid, 0)
+        assert ops[1]["content"]["value"] == _marker("\U0001f91d:$r>" + rid, "e", 1)
+
+
+def test_single_creation_passes_into_an_empty_and_a_non_empty_document() -> None:
+    rid = _rid()
+    _, (update,) = _doc(2, [_create(rid), _event(rid, 1)])
+    PartitionDoc.create(1).check_update(update)
+    seeded, _ = _seeded()
+    seeded.check_update(update)
+
+
+def test_many_records_and_events_pass() -> None:
+    ids = [_rid() for _ in range(200)]
+    _, (update,) = _doc(2, _batch(*(_with_events(rid, 10) for rid in ids)))
+    seeded, _ = _seeded()
+    seeded.check_update(update)
+    PartitionDoc.create(1).check_update(update)
+
+
+def test_an_append_to_an_existing_record_passes() -> None:
+    seeded, ids = _seeded()
+    peer = PartitionDoc.load([seeded.export_snapshot()], 2)
+    seeded.check_update(peer.apply([_event(ids[0], 4), _event(ids[1], 4)]))
+
+
+def test_concurrent_appends_from_two_peers_and_their_relay_pass() -> None:
+    origin, ids = _seeded()
+    b = PartitionDoc.load([origin.export_snapshot()], 2)
+    c = PartitionDoc.load([origin.export_snapshot()], 3)
+    from_b = b.apply([_event(ids[0], 1, device="b" * 32), _event(ids[0], 2, device="b" * 32)])
+    from_c = c.apply([_event(ids[0], 1, device="c" * 32)])
+    origin.check_update(from_b)
+    origin.check_update(from_c)
+    # b merges c's append and relays both to the origin as one update
+    version = origin.version()
+    b.check_update(from_c)
+    b.import_(from_c)
+    origin.check_update(b.export_since(version))
+    # and each import in turn still passes
+    origin.import_(from_b)
+    origin.check_update(from_c)
+
+
+def test_concurrent_creation_of_one_record_with_equal_fields_passes() -> None:
+    rid = _rid()
+    b, (from_b,) = _doc(2, [_create(rid), _event(rid, 1, device="b" * 32)])
+    c, (from_c,) = _doc(3, [_create(rid), _event(rid, 1, device="c" * 32)])
+    b.import_(from_c)
+    relayed = b.export_since(EMPTY_VERSION)  # two creations of rid in one update
+    PartitionDoc.create(1).check_update(relayed)
+    c.check_update(from_b)  # c already holds k and c: the same values come again
+
+
+def test_snapshot_derived_updates_pass() -> None:
+    origin, ids = _seeded()
+    loaded = PartitionDoc.load([origin.export_snapshot()], 2)
+    rid = _rid()
+    origin.check_update(loaded.apply([_create(rid), _event(rid, 1), _event(ids[2], 4)]))
+    # the initial sync of a whole partition, exported from a snapshot-loaded copy
+    PartitionDoc.create(3).check_update(loaded.export_since(EMPTY_VERSION))
+
+
+def test_an_update_already_held_passes() -> None:
+    origin, _ = _seeded()
+    origin.check_update(origin.export_since(EMPTY_VERSION))
+
+
+# --- hostile updates are refused ----------------------------------------------------------
+def test_a_value_set_then_deleted_is_refused() -> None:
+    seeded, ids = _seeded()
+
+    def edit(raw: LoroDoc) -> None:
+        _record(raw, ids[0]).insert("zz", "y" * BIG)
+        raw.commit()
+        _record(raw, ids[0]).delete("zz")
+
+    _refused(seeded, _edit(seeded, edit), "at most 256 KiB|k, c and e")
+    # small, so the key and the delete are what is refused
+    small = _edit(seeded, lambda raw: (_record(raw, ids[0]).insert("zz", "y"), _record(raw, ids[0]).delete("zz")))
+    _refused(seeded, small, "k, c and e")
+    # a delete on its own
+    _refused(seeded, _edit(seeded, lambda raw: _record(raw, ids[0]).delete("k")), "delete operation on a record: creation fields")
+
+
+def test_a_child_container_later_deleted_is_refused() -> None:
+    seeded, ids = _seeded()
+
+    def edit(raw: LoroDoc) -> None:
+        child = _record(raw, ids[0]).insert_container("c", _map())
+        child.insert("blob", "y" * BIG)
+        raw.commit()
+        _record(raw, ids[0]).delete("c")
+
+    _refused(seeded, _edit(seeded, edit), "must be a string")
+
+
+def test_nan_is_refused_even_when_deleted_again() -> None:
+    seeded, ids = _seeded()
+
+    def edit(raw: LoroDoc) -> None:
+        _record(raw, ids[0]).insert("k", float("nan"))
+        raw.commit()
+        _record(raw, ids[0]).delete("k")
+
+    _refused(seeded, _edit(seeded, edit), "must be a string")
+    _refused(seeded, _edit(seeded, lambda raw: _events(raw, ids[0]).push(float("nan"))), "must be a string")
+
+
+def test_an_event_deleted_and_pushed_again_is_refused() -> None:
+    seeded, ids = _seeded()
+
+    def edit(raw: LoroDoc) -> None:
+        text = _events(raw, ids[0]).get(0).value
+        _events(raw, ids[0]).delete(0, 1)
+        _events(raw, ids[0]).push(text)
+
+    _refused(seeded, _edit(seeded, edit), r"records\.[0-9a-f]{32}\.e: events were removed or rewritten \(a delete")
+
+
+def test_removing_a_record_is_refused() -> None:
+    seeded, ids = _seeded()
+    _refused(seeded, _edit(seeded, lambda raw: raw.get_map("r").delete(ids[0])), "records are never removed")
+
+
+@pytest.mark.parametrize("name, edit, match", [
+    ("root text", lambda raw, rid: raw.get_text("junk").insert(0, "y"), "outside the partition's record layout"),
+    ("root map", lambda raw, rid: raw.get_map("junk").insert("blob", "y"), "outside the partition's record layout"),
+    ("root list", lambda raw, rid: raw.get_list("r").push("y"), "outside the partition's record layout"),
+    ("counter", lambda raw, rid: raw.get_counter("n").increment(1), "outside the partition's record layout"),
+    ("tree", lambda raw, rid: raw.get_tree("t").create(), "outside the partition's record layout"),
+    ("movable list", lambda raw, rid: raw.get_movable_list("m").push("y"), "outside the partition's record layout"),
+    ("mergeable text in a record", lambda raw, rid: _record(raw, _rid()).ensure_mergeable_text("k"), "must be a string"),
+    ("mergeable text as events", lambda raw, rid: _record(raw, _rid()).ensure_mergeable_text("e"),
+     "events must be a mergeable list"),
+    ("mergeable counter", lambda raw, rid: _record(raw, rid).ensure_mergeable_counter("x"), "k, c and e"),
+    ("mergeable child of events' record", lambda raw, rid: _record(raw, _rid()).ensure_mergeable_map("e"),
+     "events must be a mergeable list"),
+    ("plain list as events", lambda raw, rid: _record(raw, _rid()).insert_container("e", _list()),
+     "events must be a mergeable list"),
+    ("text in a record", lambda raw, rid: _record(raw, rid).insert_container("c", _text()), "must be a string"),
+    ("container in events", lambda raw, rid: _events(raw, rid).insert_container(0, _map()), "must be a string"),
+    ("other key", lambda raw, rid: _record(raw, rid).insert("x", "y"), "k, c and e"),
+    ("int kind", lambda raw, rid: _record(raw, _rid()).insert("k", 5), "must be a string"),
+    ("binary creation", lambda raw, rid: _record(raw, _rid()).insert("c", b"{}"), "must be a string"),
+    ("null event", lambda raw, rid: _events(raw, rid).push(None), "must be a string"),
+    ("dict event", lambda raw, rid: _events(raw, rid).push({"a": 1}), "must be a string"),
+    ("string record", lambda raw, rid: raw.get_map("r").insert(_rid(), "x"), "must be a mergeable map"),
+    ("plain map record", lambda raw, rid: raw.get_map("r").insert_container(_rid(), _map()),
+     "must be a mergeable map"),
+    ("mergeable list record", lambda raw, rid: raw.get_map("r").ensure_mergeable_list(_rid()),
+     "must be a mergeable map"),
+    ("bad record id", lambda raw, rid: raw.get_map("r").ensure_mergeable_map("NOT-HEX"), "32 lowercase hex"),
+    ("nested record", lambda raw, rid: _record(raw, rid).ensure_mergeable_map("x").insert("k", "v"), "k, c and e"),
+    ("long event", lambda raw, rid: _events(raw, rid).push("{" + "y" * 2**18 + "}"), "at most 256 KiB"),
+    ("rewritten kind", lambda raw, rid: _record(raw, rid).insert("k", "attempt"), "creation fields were rewritten"),
+])
+def test_writes_outside_the_layout_are_refused(name: str, edit: Callable[[LoroDoc, str], Any], match: str) -> None:
+    seeded, ids = _seeded()
+    _refused(seeded, _edit(seeded, lambda raw: edit(raw, ids[0])), match)
+
+
+def test_creation_fields_written_twice_differently_are_refused() -> None:
+    seeded, _ = _seeded()
+    rid = _rid()
+
+    def edit(raw: LoroDoc) -> None:
+        _record(raw, rid).insert("c", "{" + "y" * 1000 + "}")
+        raw.commit()
+        _record(raw, rid).insert("c", "{}")
+        _record(raw, rid).insert("k", "session")
+        _record(raw, rid).ensure_mergeable_list("e")
+
+    _refused(seeded, _edit(seeded, edit), "written twice with different values")
+
+
+def test_a_commit_message_is_refused() -> None:
+    seeded, ids = _seeded()
+
+    def edit(raw: LoroDoc) -> None:
+        raw.set_next_commit_message("y" * 1000)
+        _events(raw, ids[0]).push("{}")
+
+    _refused(seeded, _edit(seeded, edit), "commit messages")
+
+
+def test_the_total_text_is_capped(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(documents, "MAX_UPDATE_TEXT", 2**20)
+    seeded, ids = _seeded()
+    _refused(seeded, _edit(seeded, lambda raw: [_events(raw, ids[0]).push("{" + "y" * 2**17 + "}") for _ in range(9)]),
+             "more than 1 MiB of text")
+
+
+def test_events_added_to_one_record_are_capped(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(documents, "MAX_UPDATE_EVENTS_PER_RECORD", 100)
+    seeded, ids = _seeded()
+    _refused(seeded, _edit(seeded, lambda raw: [_events(raw, ids[0]).push("{}") for _ in range(101)]),
+             "more than 100 events")
+    seeded.check_update(_edit(seeded, lambda raw: [_events(raw, rid).push("{}") for rid in ids for _ in range(100)]))
+
+
+def test_snapshots_garbage_and_updates_with_missing_dependencies_are_refused() -> None:
+    seeded, ids = _seeded()
+    _refused(seeded, seeded.export_snapshot(), "only update blobs")
+    _refused(seeded, b"\x00" * 64, "not a valid update")
+    _refused(seeded, seeded.export_since(EMPTY_VERSION)[:-3], "not a valid update")
+    # an update whose history starts after something the document never got
+    peer = PartitionDoc.load([seeded.export_snapshot()], 2)
+    peer.apply([_event(ids[0], 4)])
+    version = peer.version()
+    later = peer.apply([_event(ids[0], 5)])
+    assert version
+    _refused(seeded, later, "does not have")
+
+
+def test_writes_to_a_record_never_created_are_refused() -> None:
+    """Operations on a mergeable record's container without its marker in r: invisible in the
+    state, but stored, and shown as soon as anyone creates the record."""
+    seeded, _ = _seeded()
+    rid = _rid()
+    crafted = {
+        "schema_version": 1, "start_version": {}, "peers": ["777"],
+        "changes": [{"id": "0@0", "timestamp": 0, "deps": [], "lamport": 0, "msg": None, "ops": [
+            {"container": f"cid:root-\U0001f91d:$r>{rid}:Map", "counter": 0,
+             "content": {"type": "insert", "key": "c", "value": "{}"}}]}],
+    }
+    raw = LoroDoc()  # type: ignore[no-untyped-call]
+    raw.import_json_updates(json.dumps(crafted))
+    _refused(seeded, raw.export(ExportMode.Updates(_vv0())), "written but never created")
+
+
+# --- cost ------------------------------------------------------------------------------------
+@pytest.mark.parametrize("name, edit", [
+    ("root text", lambda raw: raw.get_text("junk").insert(0, "y" * 2**20)),
+    ("text in a record", lambda raw: raw.get_map("r").ensure_mergeable_map(_rid()).ensure_mergeable_text("e")
+     .insert(0, "y" * 2**20)),
+    ("movable list", lambda raw: raw.get_movable_list("m").insert(0, "y" * 2**20)),
+    ("list of many values", lambda raw: [raw.get_list("l").push(n) for n in range(100_000)]),
+])
+def test_a_hostile_large_insert_is_refused_quickly(name: str, edit: Callable[[LoroDoc], Any]) -> None:
+    seeded, _ = _seeded(records=50, events=20)
+    data = _edit(seeded, edit)
+    started = time.perf_counter()
+    _refused(seeded, data, ".")
+    assert time.perf_counter() - started < 0.5
+
+
+def test_an_honest_large_update_is_checked_quickly() -> None:
+    seeded, _ = _seeded(records=50, events=20)
+    ids = [_rid() for _ in range(1000)]
+    peer = PartitionDoc.load([seeded.export_snapshot()], 2)
+    update = peer.apply(_batch(*(_with_events(rid, 5, pad="y" * 200) for rid in ids)))
+    assert len(update) > 1_000_000
+    started = time.perf_counter()
+    seeded.check_update(update)
+    assert time.perf_counter() - started < 1.0
+
+
+# --- strict decoding ---------------------------------------------------------------------------
+@pytest.mark.parametrize("text", ['{"a":1e999}', '{"a":-1e999}', '{"a":NaN}', '{"a":Infinity}'])
+def test_strict_json_refuses_non_finite_numbers(text: str) -> None:
+    with pytest.raises(InvalidRecordError, match="invalid JSON"):
+        _strict_json(text, "records.x.e")
+    assert _strict_json('{"a":1.5e3}', "x") == {"a": 1500.0}
+
+
+def test_a_touched_record_that_is_gone_is_reported_as_disappeared() -> None:
+    seeded, _ = _seeded()
+    with pytest.raises(InvalidRecordError, match="a record disappeared"):
+        seeded.records_named([_rid()], strict=True)
