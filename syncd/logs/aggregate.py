@@ -30,7 +30,7 @@ from syncd.logs.folds import (
 from syncd.logs.ids import examlog_id, mastery_id, summary_id
 from syncd.logs.incremental import ContentFoldState, FoldChanges
 from syncd.logs.partitions import user_of
-from syncd.logs.records import DerivedRow, GroupKey, RawRecord
+from syncd.logs.records import JSON, DerivedRow, GroupKey, RawRecord
 from syncd.logs.state import PartitionState
 
 _MODEL_ORDER = {
@@ -221,8 +221,9 @@ def mastery_row(m: MasteryView, row_id: str, summarylog_id: str, user_id: str, c
     return DerivedRow("masterylog", row_id, user_id, content_id, None, None, m.start_timestamp, row)
 
 
-def attempt_row(a: AttemptView, masterylog_id: str | None, content_id: str, dataset_id: str) -> DerivedRow:
-    row = {
+def _attempt_fields(a: AttemptView, dataset_id: str) -> dict[str, JSON]:
+    """The fields AttemptLog and ExamAttemptLog share, in Kolibri's order."""
+    return {
         "id": a.id,
         "dataset_id": dataset_id,
         "item": a.item,
@@ -238,6 +239,12 @@ def attempt_row(a: AttemptView, masterylog_id: str | None, content_id: str, data
         "interaction_history": a.interaction_history,
         "user_id": a.user_id,
         "error": a.error,
+    }
+
+
+def attempt_row(a: AttemptView, masterylog_id: str | None, content_id: str, dataset_id: str) -> DerivedRow:
+    row = {
+        **_attempt_fields(a, dataset_id),
         "masterylog_id": masterylog_id,
         "sessionlog_id": a.sessionlog_id,
     }
@@ -246,21 +253,7 @@ def attempt_row(a: AttemptView, masterylog_id: str | None, content_id: str, data
 
 def examattempt_row(a: AttemptView, examlog: str, exam_id: str, dataset_id: str) -> DerivedRow:
     row = {
-        "id": a.id,
-        "dataset_id": dataset_id,
-        "item": a.item,
-        "start_timestamp": a.start_timestamp,
-        "end_timestamp": a.end_timestamp,
-        "completion_timestamp": a.completion_timestamp,
-        "time_spent": a.time_spent,
-        "complete": a.complete,
-        "correct": a.correct,
-        "hinted": a.hinted,
-        "answer": a.answer,
-        "simple_answer": a.simple_answer,
-        "interaction_history": a.interaction_history,
-        "user_id": a.user_id,
-        "error": a.error,
+        **_attempt_fields(a, dataset_id),
         "examlog_id": examlog,
         "content_id": a.content_id,
     }

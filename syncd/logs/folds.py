@@ -234,6 +234,22 @@ def _canonical_events(sessions: list[SessionView]) -> list[FoldEntry]:
     return [entry for _, entry in keyed]
 
 
+def step_mastery(log: MasteryView, delta: float | None, progress: float, at: str) -> None:
+    """SPEC §3.4: one update event of a session bound to mastery ``log``, after the
+    summary's progress became ``progress``. Its end moves only when it added time or
+    completed the log."""
+    touched = False
+    if delta:  # a non-zero time delta
+        log.time_spent += delta
+        touched = True
+    if progress >= 1 and not log.complete:
+        log.complete = True
+        log.completion_timestamp = at
+        touched = True
+    if touched:
+        log.end_timestamp = at
+
+
 def fold_summary(sessions: list[SessionView]) -> tuple[SummaryView | None, dict[int, MasteryView]]:
     """SPEC §3.4: one fold over the starts and updates of all sessions of (user, content)."""
     if not sessions:
@@ -277,17 +293,7 @@ def fold_summary(sessions: list[SessionView]) -> tuple[SummaryView | None, dict[
         if "extra_fields" in update:
             extra_fields = update["extra_fields"]
         if level is not None:
-            log = mastery[level]
-            touched = False
-            if delta:  # a non-zero time delta
-                log.time_spent += delta
-                touched = True
-            if progress >= 1 and not log.complete:
-                log.complete = True
-                log.completion_timestamp = at
-                touched = True
-            if touched:
-                log.end_timestamp = at
+            step_mastery(mastery[level], delta, progress, at)
     summary = SummaryView(kind, channel_id, start_timestamp, end_timestamp, completion, progress,
                           time_spent, extra_fields)
     return summary, mastery

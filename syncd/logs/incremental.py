@@ -38,6 +38,7 @@ from syncd.logs.folds import (
     MasteryView,
     SessionView,
     SummaryView,
+    step_mastery,
     consolidate_quiz_attempts,
     fold_attempt,
     fold_session,
@@ -132,17 +133,7 @@ def _fold_update(summary: SummaryView, mastery: dict[int, MasteryView], level: i
     if "extra_fields" in update:
         summary.extra_fields = update["extra_fields"]
     if level is not None:
-        log = mastery[level]
-        touched = False
-        if delta:  # a non-zero time delta
-            log.time_spent += delta
-            touched = True
-        if progress >= 1 and not log.complete:
-            log.complete = True
-            log.completion_timestamp = at
-            touched = True
-        if touched:
-            log.end_timestamp = at
+        step_mastery(mastery[level], delta, progress, at)
 
 
 def _copy_summary(s: SummaryView) -> SummaryView:
