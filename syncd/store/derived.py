@@ -129,12 +129,25 @@ def apply_change(conn: sqlite3.Connection, partition: str, change: GroupChange) 
 
 
 def replace_partition(conn: sqlite3.Connection, partition: str, groups: Mapping[GroupKey, Sequence[DerivedRow]]) -> int:
-    """Make ``groups`` all the derived rows of ``partition`` (a rebuild)."""
+    """Make ``groups`` all the derived rows of ``partition`` (a rebuild), writing only the
+    rows that differ from what is stored: a rebuild refolds everything, but on a store
+    whose rows are right it rewrites nothing. Returns how many rows it wrote or deleted."""
+    stored: dict[RowKey, tuple[str, str, str | None, str]] = {}
     for model in DERIVED_MODELS:
-        conn.execute(f"DELETE FROM {model} WHERE partition = ?", (partition,))
-    return sum(
-        _insert_rows(conn, partition, group_text(g), ((r, r.to_json()) for r in rows)) for g, rows in groups.items()
-    )
+        for row_id, grp, channel, sort_key, text in conn.execute(
+            f"SELECT id, grp, channel_id, sort_key, row FROM {model} WHERE partition = ?", (partition,)
+        ):
+            stored[(model, row_id)] = (grp, text, channel, sort_key)
+    changed: dict[str, list[tuple[DerivedRow, str]]] = {}
+    for group, rows in groups.items():
+        grp = group_text(group)
+        for r in rows:
+            text = r.to_json()
+            if stored.pop((r.model, r.id), None) != (grp, text, r.channel_id, r.sort_key):
+                changed.setdefault(grp, []).append((r, text))
+    for model, row_id in stored:  # what no group produces any more
+        conn.execute(f"DELETE FROM {model} WHERE id = ?", (row_id,))
+    return len(stored) + sum(_insert_rows(conn, partition, grp, rows) for grp, rows in changed.items())
 
 
 def read_rows(

@@ -480,7 +480,11 @@ class SqliteStore:
             lock = self._locks[partition]
             await lock.acquire()
             try:
-                loaded = self._cache.get(partition) or await self._load(partition)
+                loaded = self._cache.get(partition)
+                if loaded is None:
+                    loaded = await self._load(partition)
+                    if len(self._cache) < self._cache_documents:  # keep it while there is room
+                        self._cache[partition] = loaded
                 loaded.written.clear()
                 groups = derive(loaded.state, loaded.state.groups(), self.dataset_id)
                 records += len(loaded.state)
