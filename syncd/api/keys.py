@@ -22,5 +22,7 @@ class SyncControl(Protocol):
 
     def peers_view(self) -> list[dict[str, Any]]: ...
 
+    async def ensure_held(self, user_id: str, timeout: float = 0.3) -> None: ...
+
 
 SYNC: web.AppKey[SyncControl] = web.AppKey("sync")

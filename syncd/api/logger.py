@@ -14,7 +14,7 @@ from aiohttp import web
 
 from syncd.api.context import json_body, write_context
 from syncd.api.errors import ApiError
-from syncd.api.keys import STORE
+from syncd.api.keys import STORE, SYNC
 from syncd.logs import writes
 from syncd.logs.partitions import normalise_uuid
 from syncd.logs.records import DERIVED_MODELS, DerivedModel
@@ -32,6 +32,11 @@ def _render(result: writes.WriteResult) -> web.Response:
 async def start_session(request: web.Request) -> web.Response:
     payload = await json_body(request)
     partition, ctx = write_context(request)
+    sync = request.app.get(SYNC)
+    if sync is not None and ctx.user_id is not None:
+        # A learner this device does not hold yet: fetch their history from a peer first
+        # (bounded), so the start decides on it (DESIGN §6).
+        await sync.ensure_held(ctx.user_id)
     result = await request.app[STORE].write(partition, lambda state: writes.start_session(state, payload, ctx))
     return _render(result)
 
