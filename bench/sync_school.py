@@ -116,7 +116,11 @@ def write_new_logs(http: UnixHTTP, users: list[str], count: int) -> None:
 
 
 def ratio(ours: float, theirs: float) -> str:
-    return f"{theirs / ours:,.0f}x better" if ours > 0 else "-"
+    """Morango's figure over ours: above 1, syncd is better by that factor."""
+    if ours <= 0:
+        return "-"
+    factor = theirs / ours
+    return f"{factor:,.0f}x" if factor >= 10 else f"{factor:.2f}x"
 
 
 def main() -> None:
@@ -156,7 +160,7 @@ def main() -> None:
         rss_a, rss_b = hwm_mb(a.pid), hwm_mb(b.pid)
         m = MORANGO[args.school]
         print(json.dumps({"full": full, "incremental": incr}, indent=None)[:400])
-        print(f"{'figure':<28}{'syncd':>14}{'Morango':>12}   ratio      target")
+        print(f"{'figure':<28}{'syncd':>14}{'Morango':>12}   Morango/syncd  target")
         print(f"{'full sync (s)':<28}{full_s:>14.2f}{m['full_s']:>12.1f}   {ratio(full_s, m['full_s']):<10} {TARGETS[args.school].get('full_s', '-')}")
         print(f"{'full sync bytes (MB)':<28}{full_bytes / 1e6:>14.2f}{m['full_mb']:>12.1f}   {ratio(full_bytes / 1e6, m['full_mb']):<10} {TARGETS[args.school].get('full_mb', '-')}"
               f"   (join handshake before it: {join_bytes} B; fresh TLS connection included)")
