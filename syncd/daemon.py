@@ -2,8 +2,8 @@
 
 Start-up order (read as a list, as Syncthing's ``App.startup``):
 1. lock the state dir and open the store (migrations, identity, a fresh peer id);
-2. load the facility; start peer sync (the HTTPS peer port, so its bound port is known,
-   and the scheduler);
+2. start peer sync: load the facility, open the HTTPS peer port (so its bound port is
+   known), start the scheduler;
 3. serve the API on a temporary socket name, then rename it into place, so the socket
    file existing means the API answers (a stale file from ``kill -9`` is replaced);
 4. print the ready line (``--print-ready``) and tell systemd READY=1;
@@ -30,7 +30,7 @@ from aiohttp import web
 
 from syncd import __version__, systemd
 from syncd.api import make_app
-from syncd.api.facility import FacilityService, add_routes
+from syncd.api.facility import add_routes
 from syncd.api.keys import SYNC
 from syncd.config import Settings
 from syncd.errors import SyncdError
@@ -120,27 +120,7 @@ async def _serve(settings: Settings, print_ready: bool) -> int:
     temporary: Path | None = None
     owns_socket = False
     try:
-        sync_ref: list[SyncService] = []
-
-        async def facility_changed(facility: Any) -> None:
-            await sync_ref[0].facility_changed(facility)
-
-        async def find_inviters() -> list[tuple[str, int]]:
-            return await sync_ref[0].find_inviters()
-
-        async def revoked(_revocation: Any) -> None:
-            await sync_ref[0].refresh_revocations()
-
-        facility = FacilityService(
-            read=store.run_read, write=store.run_write,
-            device_id=store.device_id, device_key=store.identity.private_key,
-            find_inviters=find_inviters, on_change=facility_changed, on_revoke=revoked,
-        )
-        current = await facility.load()
-        if current is not None and store.dataset_id != current.dataset_id:
-            await store.set_dataset(current.dataset_id)
-        sync = SyncService(store, settings, facility)
-        sync_ref.append(sync)
+        sync = SyncService(store, settings)
         await sync.start()
 
         def status_extra() -> dict[str, Any]:
@@ -154,7 +134,7 @@ async def _serve(settings: Settings, print_ready: bool) -> int:
             }
 
         app = make_app(store, settings, status_extra)
-        add_routes(app, facility)
+        add_routes(app, sync.facility)
         app[SYNC] = sync
         runner = web.AppRunner(app, access_log=None, handle_signals=False)
         await runner.setup()

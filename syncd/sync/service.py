@@ -43,10 +43,15 @@ SKEW_WARNING = 300.0  # seconds (DESIGN §5)
 
 
 class SyncService:
-    def __init__(self, store: SqliteStore, settings: Settings, facility: FacilityService) -> None:
+    def __init__(self, store: SqliteStore, settings: Settings) -> None:
         self.store = store
         self.settings = settings
-        self.facility = facility
+        self.facility = FacilityService(
+            read=store.run_read, write=store.run_write,
+            device_id=store.device_id, device_key=store.identity.private_key,
+            find_inviters=self.find_inviters, on_change=self.facility_changed,
+            on_revoke=lambda _revocation: self.refresh_revocations(),
+        )
         self.table = PeerTable(settings.sync.peers, now=time.monotonic())
         self.sync_port: int | None = None
         self.sessions: deque[SyncReport] = deque(maxlen=200)
@@ -120,6 +125,9 @@ class SyncService:
 
     # --- lifecycle -------------------------------------------------------------------
     async def start(self) -> None:
+        current = await self.facility.load()
+        if current is not None and self.store.dataset_id != current.dataset_id:
+            await self.store.set_dataset(current.dataset_id)  # e.g. a crash between join and refold
         await self.refresh_revocations()
         for partition in await self.store.partitions():
             if partition.startswith(USER_PREFIX):
