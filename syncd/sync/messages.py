@@ -72,6 +72,7 @@ class Sub:
     subscription: Subscription | None = None
     sealed: bytes | None = None
     cursor: Cursor | None = None
+    revocations: tuple[bytes, ...] = ()   # signed, as membership.encode_revocation makes them
 
 
 @dataclass(frozen=True)
@@ -193,6 +194,8 @@ def to_wire(m: Message) -> dict[str, Any]:
         else:
             raise LocalProtocolError("a sub message needs a subscription or a sealed one")
         body["cursor"] = _cursor_wire(m.cursor)
+        if m.revocations:
+            body["revs"] = list(m.revocations)
         return body
     if isinstance(m, Changes):
         return {"t": "changes", "vvs": dict(m.vvs), "cursor": _cursor_wire(m.cursor), "full": m.full}
@@ -205,6 +208,18 @@ def to_wire(m: Message) -> dict[str, Any]:
     if isinstance(m, Error):
         return {"t": "error", "code": m.code, "detail": m.detail}
     return {"t": "bye"}
+
+
+MAX_REVOCATIONS = 1000
+
+
+def _revocations(f: "_Fields") -> tuple[bytes, ...]:
+    revs = f.raw.get("revs", [])
+    ok = isinstance(revs, list) and len(revs) <= MAX_REVOCATIONS and all(
+        isinstance(r, bytes) and 0 < len(r) <= 1024 for r in revs)
+    if not ok:
+        raise RemoteProtocolError(f"{f.t}.revs: at most {MAX_REVOCATIONS} revocations of at most 1 KiB")
+    return tuple(revs)
 
 
 class _Fields:
@@ -288,10 +303,11 @@ def from_wire(raw: Any) -> Message:
                      f.get("pub", lambda v: v is None or _is_bytes(32, 32)(v), "not 32 bytes"))
     if t == "sub":
         if "box" in raw:
-            f = _Fields(raw, {"box", "cursor"})
-            return Sub(None, f.get("box", _is_bytes(16, 16 * MAX_PARTITIONS + 16), "bad box"), _cursor(f, "cursor"))
-        f = _Fields(raw, {"sub", "cursor"})
-        return Sub(_subscription(f), None, _cursor(f, "cursor"))
+            f = _Fields(raw, {"box", "cursor"}, {"revs"})
+            return Sub(None, f.get("box", _is_bytes(16, 16 * MAX_PARTITIONS + 16), "bad box"), _cursor(f, "cursor"),
+                       _revocations(f))
+        f = _Fields(raw, {"sub", "cursor"}, {"revs"})
+        return Sub(_subscription(f), None, _cursor(f, "cursor"), _revocations(f))
     if t == "changes":
         f = _Fields(raw, {"vvs", "cursor", "full"})
         cursor = _cursor(f, "cursor")

@@ -89,6 +89,7 @@ class LocalDevice:
     facility: Facility
     subscription: Subscription
     key: Ed25519PrivateKey | None = None   # the client signs with it
+    revocations: tuple[bytes, ...] = ()    # the signed revocations this device knows
 
 
 @dataclass(frozen=True)
@@ -175,8 +176,16 @@ class Failed:
     summary: SessionSummary
 
 
+@dataclass(frozen=True)
+class Revocations:
+    """The proven peer's signed revocations: verify each, keep the good ones (no answer)."""
+    peer: DeviceId
+    items: tuple[bytes, ...]
+
+
 Request = Union[LoadPeer, NeedChanges, NeedVersions, Export, Import]
-Output = Union[Send, LoadPeer, NeedChanges, NeedVersions, Export, Import, SaveCursor, SavePushSeq, Finished, Failed]
+Output = Union[Send, LoadPeer, NeedChanges, NeedVersions, Export, Import, SaveCursor, SavePushSeq, Revocations,
+               Finished, Failed]
 _REQUESTS = (LoadPeer, NeedChanges, NeedVersions, Export, Import)
 Step = Generator[Output, Any, list[Output]]
 
@@ -548,7 +557,8 @@ class ClientSession(_Session):
         t, cert = self._transcript, self._cert
         proof = Proof(auth.proof_mac(self._secret(), "client", t, cert), auth.client_signature(self._key, t, cert),
                       auth.public_bytes(self._key))
-        sub = Sub(None, auth.seal_subscription(self._secret(), t, cert, self.me.subscription), pull)
+        sub = Sub(None, auth.seal_subscription(self._secret(), t, cert, self.me.subscription), pull,
+                  self.me.revocations)
         self._goto(State.AWAIT_PROOF)
         return [Send((proof, sub))]
 
@@ -563,6 +573,8 @@ class ClientSession(_Session):
             raise _Fail("revoked", "the server's device has been revoked from the facility")
         if sub.subscription is None:
             raise _Fail("protocol", "the server's subscription comes in the clear")
+        if sub.revocations:
+            yield Revocations(self.peer, sub.revocations)
         _check_partitions(changes.vvs, self.me.device_id, self.me.subscription, "the server listed")
         self._server_sub, self._server_vvs, self._new_cursor = sub.subscription, dict(changes.vvs), changes.cursor
         self._full = changes.full
@@ -735,6 +747,8 @@ class ServerSession(_Session):
         if sub.sealed is None:
             raise _Fail("protocol", "the client's subscription must be sealed")
         self._client_sub = auth.open_subscription(secret, t, cert, sub.sealed)
+        if sub.revocations:
+            yield Revocations(self.peer, sub.revocations)
         scope = scope_hash(self._client_hello.epoch, self._client_sub)
         since, self._full_reason = self._since(sub.cursor, scope)
         feed, vvs = yield NeedChanges(since, self._client_sub)
@@ -748,7 +762,8 @@ class ServerSession(_Session):
         listed = {p: vv for p, vv in vvs.items() if receives(p, self.peer, self._client_sub)}
         self._goto(State.SERVING)
         changes = Changes(listed, Cursor(self.me.epoch, feed, scope), self._full)
-        return [Send((Proof(auth.proof_mac(secret, "server", t, cert)), Sub(self.me.subscription), changes))]
+        served_sub = Sub(self.me.subscription, revocations=self.me.revocations)
+        return [Send((Proof(auth.proof_mac(secret, "server", t, cert)), served_sub, changes))]
 
     def _since(self, cursor: Cursor | None, scope: str) -> tuple[int, str]:
         """Where the client's cursor lets us start, and why not from there (full exchange)."""

@@ -31,7 +31,7 @@ from syncd.store.peer_state import SqlitePeerState
 from syncd.store.sqlite import SqliteStore
 from syncd.sync.connections import ConnectionGuard
 from syncd.sync.join import JOIN_PATH
-from syncd.sync.membership import Facility
+from syncd.sync.membership import Facility, MembershipError, decode_revocation, encode_revocation
 from syncd.sync.scheduler import Scheduler, SyncPlan
 from syncd.sync.tls import load_or_create_certificate, server_ssl_context
 from syncd.logs.partitions import USER_PREFIX
@@ -62,6 +62,7 @@ class SyncService:
         )
         self._held: set[str] = set(self._configured or ())
         self._revoked: frozenset[str] = frozenset()
+        self._revocation_blobs: tuple[bytes, ...] = ()
         self._runner: web.AppRunner | None = None
         self._server: asyncio.Server | None = None
         self._client: PeerClient | None = None
@@ -82,11 +83,57 @@ class SyncService:
         return device_id in self._revoked
 
     async def refresh_revocations(self) -> None:
-        self._revoked = await self.store.run_read(facility_db.revoked_ids)
+        """Reload the revoked set and the signed revocations we pass on to every peer."""
+        current = self.facility.current
+
+        def gather(conn: sqlite3.Connection) -> tuple[frozenset[str], tuple[bytes, ...]]:
+            revs = facility_db.revocations(conn, current.facility_id) if current is not None else []
+            return facility_db.revoked_ids(conn), tuple(encode_revocation(r) for r in revs)
+
+        self._revoked, blobs = await self.store.run_read(gather)
+        if self._client is not None:
+            self._client.revocations = blobs
+        if self._runner is not None:
+            self._runner.app[PEER_SERVER].revocations = blobs
+        self._revocation_blobs = blobs
+
+    async def take_revocations(self, peer: str, items: tuple[bytes, ...]) -> None:
+        """A proven peer's revocations (DESIGN §7): keep each one that verifies and was
+        signed by that peer or by a device this one knows; others are logged and dropped."""
+        current = self.facility.current
+        if current is None:
+            return
+        good = []
+        for item in items:
+            try:
+                revocation = decode_revocation(item, current.facility_id)
+            except MembershipError as exc:
+                log.warning("dropped a revocation from peer %s: %s", peer[:12], exc)
+                continue
+            good.append(revocation)
+
+        def keep(conn: sqlite3.Connection) -> int:
+            known = {row.device_id for row in facility_db.devices(conn)} | {peer, self.store.device_id}
+            kept = 0
+            for revocation in good:
+                if revocation.by_device not in known:
+                    log.warning("dropped a revocation of %s signed by unknown device %s",
+                                revocation.device_id[:12], revocation.by_device[:12])
+                elif facility_db.add_revocation(conn, revocation):
+                    kept += 1
+            return kept
+
+        if not good:
+            return
+        kept: int = await self.store.run_write(keep)
+        if kept:
+            log.warning("learned of %d revoked device(s) from peer %s", kept, peer[:12])
+            await self.refresh_revocations()
 
     async def facility_changed(self, facility: Facility) -> None:
         """Created or joined: adopt its dataset id (refold), advertise, sync soon."""
         await self.store.set_dataset(facility.dataset_id)
+        await self.refresh_revocations()
         if self._discovery is not None:
             await self._discovery.update(tag=facility.tag)
         if self._scheduler is not None:
@@ -151,12 +198,15 @@ class SyncService:
             ssl=server_ssl_context(state_dir, identity.private_key), reuse_address=True,
         )
         self.sync_port = int(self._server.sockets[0].getsockname()[1])
+        peer_server = self._runner.app[PEER_SERVER]
+        peer_server.revocations, peer_server.on_revocations = self._revocation_blobs, self.take_revocations
         self._client = PeerClient(
             self.store, identity, self._current,
             subscription=self.subscription(),
             peer_state=SqlitePeerState(self.store.run_read, self.store.run_write),
             is_revoked=self.is_revoked,
         )
+        self._client.revocations, self._client.on_revocations = self._revocation_blobs, self.take_revocations
         self._scheduler = Scheduler(
             table=self.table, tag=self.tag, run_session=self._sync_one,
             plan=SyncPlan(interval=self.settings.sync.interval),

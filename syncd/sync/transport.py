@@ -39,7 +39,7 @@ from syncd.sync.membership import Facility
 from syncd.sync.messages import Cursor, DeviceId, Epoch, Error, Message
 from syncd.sync.protocol import (
     DELTA_BUDGET, ClientSession, Export, Failed, Finished, Import, LoadPeer, LocalDevice, NeedChanges,
-    NeedVersions, Output, SaveCursor, SavePushSeq, Send, ServerSession, SessionSummary,
+    NeedVersions, Output, Revocations, SaveCursor, SavePushSeq, Send, ServerSession, SessionSummary,
 )
 from syncd.sync.tls import client_ssl_context, peer_certificate
 
@@ -124,8 +124,12 @@ def _report(role: Literal["client", "server"], address: str, summary: SessionSum
                       summary.clock_skew, summary.full, summary.full_reason, summary)
 
 
+OnRevocations = Callable[[str, tuple[bytes, ...]], Awaitable[None]]
+
+
 async def execute(session: ClientSession | ServerSession, outputs: list[Output], store: SyncStore,
-                  peers: PeerStateStore | None) -> tuple[tuple[Message, ...] | None, list[Finished | Failed]]:
+                  peers: PeerStateStore | None, on_revocations: OnRevocations | None = None,
+                  ) -> tuple[tuple[Message, ...] | None, list[Finished | Failed]]:
     """Run ``outputs`` in order, feeding request results back, until the session has a
     frame to send (returned) or has ended. Store errors other than a refused chunk
     propagate: the caller aborts the session."""
@@ -160,6 +164,9 @@ async def execute(session: ClientSession | ServerSession, outputs: list[Output],
         elif isinstance(out, SavePushSeq):
             assert peers is not None
             await peers.save_push_cursor(out.peer, out.cursor)
+        elif isinstance(out, Revocations):
+            if on_revocations is not None:
+                await on_revocations(out.peer, out.items)
         else:
             ends.append(out)
     return frame, ends
@@ -228,6 +235,9 @@ class PeerServer:
                  config: PeerServerConfig, on_session: Callable[[SyncReport], None] | None,
                  clock: Callable[[], float], entropy: Callable[[int], bytes]) -> None:
         self.store, self.identity, self.facility_provider = store, identity, facility_provider
+        # Set by the daemon: the revocations we pass on, and where the peer's go.
+        self.revocations: tuple[bytes, ...] = ()
+        self.on_revocations: OnRevocations | None = None
         self.certificate, self.subscription, self.is_revoked = certificate, subscription, is_revoked
         self.config, self.on_session, self.clock, self.entropy = config, on_session, clock, entropy
         self.sessions: dict[str, _Entry] = {}
@@ -306,7 +316,8 @@ class PeerServer:
             log.warning("refused a sync session from %s: %d sessions running", request.remote, len(self.sessions))
             return _refuse(503, "busy", "too many sync sessions; retry later", headers={"Retry-After": "5"})
 
-        me = LocalDevice(DeviceId(self.identity.device_id), Epoch(self.store.epoch), facility, self.subscription)
+        me = LocalDevice(DeviceId(self.identity.device_id), Epoch(self.store.epoch), facility, self.subscription,
+                         revocations=self.revocations)
         session = ServerSession(me, self.entropy(32), self.certificate, is_revoked=self.is_revoked,
                                 delta_budget=self.config.delta_budget)
         now = self.clock()
@@ -329,11 +340,11 @@ class PeerServer:
             async with asyncio.timeout(self.config.request_timeout):
                 if messages is not None:
                     outputs = session.receive(messages, self.clock())
-                frame, ends = await execute(session, outputs, self.store, None)
+                frame, ends = await execute(session, outputs, self.store, None, self.on_revocations)
         except Exception as exc:   # the store failed (or a bug): end the session, tell the peer
             log.exception("sync session with %s failed locally", (session.peer or "?")[:12])
             outputs = session.abort(f"local failure: {type(exc).__name__}: {exc}", self.clock(), tell_peer=True)
-            frame, ends = await execute(session, outputs, self.store, None)
+            frame, ends = await execute(session, outputs, self.store, None, self.on_revocations)
             status = 503
         data = codec.encode(frame or ())
         entry.bytes_out += len(data)
@@ -456,6 +467,9 @@ class PeerClient:
         entropy: Callable[[int], bytes] = os.urandom,
     ) -> None:
         self.store, self.identity, self.facility_provider = store, identity, facility_provider
+        # Set by the daemon: the revocations we pass on, and where the peer's go.
+        self.revocations: tuple[bytes, ...] = ()
+        self.on_revocations: OnRevocations | None = None
         self.subscription, self.is_revoked, self.delta_budget = subscription, is_revoked, delta_budget
         if peer_state is None:
             peer_state = store if isinstance(store, PeerStateStore) else MemoryPeerState()
@@ -491,11 +505,11 @@ class PeerClient:
         if facility is None:
             return _report("client", address, None, "this device belongs to no facility", 0, 0, 0.0)
         me = LocalDevice(DeviceId(self.identity.device_id), Epoch(self.store.epoch), facility, self.subscription,
-                         self.identity.private_key)
+                         self.identity.private_key, self.revocations)
         session = ClientSession(me, self.entropy(32), is_revoked=self.is_revoked, delta_budget=self.delta_budget)
         url = f"https://{host}:{port}{PATH}"
         counts = [0, 0]          # bytes in, bytes out
-        frame, ends = await execute(session, session.start(self.clock()), self.store, self.peer_state)
+        frame, ends = await execute(session, session.start(self.clock()), self.store, self.peer_state, self.on_revocations)
         session_id: str | None = None
         while frame is not None:
             body = codec.encode(frame)
@@ -522,11 +536,11 @@ class PeerClient:
                 break
             try:
                 outputs = session.receive(messages, self.clock(), server_cert=cert)
-                frame, ends = await execute(session, outputs, self.store, self.peer_state)
+                frame, ends = await execute(session, outputs, self.store, self.peer_state, self.on_revocations)
             except Exception as exc:
                 log.exception("sync with %s failed locally", address)
                 outputs = session.abort(f"local failure: {type(exc).__name__}: {exc}", self.clock(), tell_peer=True)
-                frame, ends = await execute(session, outputs, self.store, self.peer_state)
+                frame, ends = await execute(session, outputs, self.store, self.peer_state, self.on_revocations)
         summary = ends[-1].summary if ends else None
         report = _report("client", address, summary, summary.reason if summary else "no outcome",
                          counts[0], counts[1], self.clock() - started)
