@@ -30,7 +30,7 @@ from syncd.sync.membership import Facility, mint_facility
 from syncd.sync.messages import Cursor, DeviceId, Epoch, Message, Subscription, in_subscription, vv_covers
 from syncd.sync.protocol import (
     EMPTY_VV, ClientSession, Export, Failed, Finished, Import, LoadPeer, LocalDevice, NeedChanges,
-    NeedVersions, Output, SaveCursor, SavePushSeq, Send, ServerSession, SessionSummary,
+    NeedVersions, Output, Revocations, SaveCursor, SavePushSeq, Send, ServerSession, SessionSummary,
 )
 
 FACILITY = mint_facility("Test School", os.urandom)
@@ -56,6 +56,8 @@ class InMemoryReplica:
         self.peer_id = secrets.randbits(63) + 1
         self.subscription: Subscription = subscription
         self.facility = facility
+        self.revocations: tuple[bytes, ...] = ()            # what this replica passes on
+        self.revocations_heard: list[tuple[str, bytes]] = []  # (peer, revocation) received
         self.docs: dict[str, PartitionDoc] = {}
         self.states: dict[str, PartitionState] = {}
         self.rows: dict[str, dict[GroupKey, list[DerivedRow]]] = {}
@@ -76,7 +78,8 @@ class InMemoryReplica:
         return self._feed
 
     def local(self) -> LocalDevice:
-        return LocalDevice(self.device_id, self._epoch, self.facility, self.subscription, self.key)
+        return LocalDevice(self.device_id, self._epoch, self.facility, self.subscription, self.key,
+                           self.revocations)
 
     def backup(self) -> dict[str, Any]:
         """What ``syncd backup`` would keep: documents, feed, cursors, acknowledged writes."""
@@ -237,6 +240,8 @@ def execute(replica: InMemoryReplica, session: ClientSession | ServerSession, ou
             replica.cursors[out.peer] = (out.cursor, replica.cursors.get(out.peer, (None, None))[1])
         elif isinstance(out, SavePushSeq):
             replica.cursors[out.peer] = (replica.cursors.get(out.peer, (None, None))[0], out.cursor)
+        elif isinstance(out, Revocations):
+            replica.revocations_heard.extend((out.peer, item) for item in out.items)
         else:
             ends.append(out)
     return sent, ends

@@ -56,6 +56,17 @@ def test_full_sync_moves_everything_both_ways() -> None:
     assert pull is not None and pull.epoch == b.epoch and push is not None and push.epoch == a.epoch
 
 
+def test_revocations_travel_both_ways_after_the_proofs() -> None:
+    a, b, _ = school()
+    a.revocations, b.revocations = (b"from-a",), (b"from-b-1", b"from-b-2")
+    result = sync_pair(a, b)
+    assert result.ok, result
+    assert a.revocations_heard == [(b.device_id, b"from-b-1"), (b.device_id, b"from-b-2")]
+    assert b.revocations_heard == [(a.device_id, b"from-a")]
+    for sender, frame in result.frames[:2]:  # the hellos carry none
+        assert not any(isinstance(m, Sub) for m in frame)
+
+
 def test_noop_sync_is_two_round_trips() -> None:
     a, b, _ = school()
     assert sync_pair(a, b).ok
