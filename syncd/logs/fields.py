@@ -165,6 +165,20 @@ def as_list(value: Any, field: str) -> list[Any]:
 def check_json(value: JSON, field: str) -> None:
     """Refuse anything that cannot be stored as canonical JSON, byte-identically everywhere:
     non-string keys, NaN/±Infinity, lone surrogates, nesting deeper than 32, over 64 KiB."""
+    # Fast paths for scalars (most calls, when a peer's records are validated): the same
+    # verdicts without serialising. A string's canonical form takes at most 6 bytes per
+    # character (a control character's \u00XX) plus the quotes.
+    kind = type(value)
+    if kind is int or kind is bool or value is None:
+        return
+    if kind is float and math.isfinite(value):
+        return
+    if kind is str and len(value) * 6 + 2 <= MAX_JSON_BYTES:
+        try:
+            value.encode("utf-8")
+            return
+        except UnicodeEncodeError:
+            pass  # a lone surrogate: the full check below words the error
     _check_shape(value, field, 0)
     try:
         size = len(canonical_json(value).encode("utf-8"))

@@ -16,7 +16,6 @@ last-writer-wins anyway (DESIGN §3).
 from __future__ import annotations
 
 import json
-import math
 import re
 import zlib
 from dataclasses import dataclass, field
@@ -44,58 +43,48 @@ MAX_UPDATE_TEXT = 64 * 1024 * 1024
 MAX_UPDATE_EVENTS_PER_RECORD = 100_000
 
 
-def _refuse_constant(name: str) -> object:
-    raise ValueError(f"{name} is not allowed")
-
-
-def _finite_float(text: str) -> float:
-    value = float(text)
-    if not math.isfinite(value):  # 1e999 parses as inf
-        raise ValueError(f"{text[:40]} is not a finite number")
-    return value
-
-
 def _strict_json(text: object, where: str) -> dict[str, Any]:
+    """A JSON object from its stored text, which must be the canonical serialisation
+    (``records.canonical_json``) that every honest writer stores. That one comparison
+    refuses NaN and infinities (canonical_json cannot write them), lone surrogates (an
+    escape that the canonical form writes differently) and any second spelling of the same
+    value, so every device hashes and folds the same bytes."""
     if not isinstance(text, str) or len(text) > MAX_JSON_TEXT:
         raise InvalidRecordError(where, "must be a JSON text of at most 256 KiB")
     try:
-        value = json.loads(text, parse_constant=_refuse_constant, parse_float=_finite_float)
+        value = json.loads(text)
     except ValueError as exc:
         raise InvalidRecordError(where, f"invalid JSON: {exc}") from None
     if not isinstance(value, dict):
         raise InvalidRecordError(where, "must be a JSON object")
+    try:
+        canonical = canonical_json(value)
+    except ValueError:  # NaN, Infinity, 1e999
+        raise InvalidRecordError(where, "invalid JSON: holds a number that is not finite") from None
+    if canonical != text:
+        raise InvalidRecordError(where, "not in canonical form (compact, floats as repr, no escapes but the necessary ones)")
     return value
 
 
 @dataclass(frozen=True)
 class ImportOutcome:
-    """What an import did: whether anything new arrived, missing dependencies, and the
-    ids of the records it touched (``foreign``: it also touched containers outside the
-    layout above, which no honest peer writes)."""
+    """What a plain import did: whether anything new arrived, and whether some of it
+    waits for missing dependencies."""
 
     changed: bool
     pending: bool
-    touched: frozenset[str] = frozenset()
-    foreign: bool = False
+
+
+@dataclass(frozen=True)
+class CheckedImport:
+    """What a checked import (``PartitionDoc.import_checked``) did: whether anything was
+    new, and the records it touched."""
+
+    changed: bool
+    touched: frozenset[str]
 
 
 _MERGEABLE = "\U0001f91d:$" + _ROOT + ">"  # Loro's name for a mergeable child of root map r
-
-
-def _touched_records(diff: Any) -> tuple[set[str], bool]:
-    """Record ids named by a Loro diff batch, and whether it touched anything else."""
-    touched: set[str] = set()
-    foreign = False
-    for container, change in diff.get_diff():
-        name = getattr(container, "name", None)
-        if name == _ROOT:
-            updated = getattr(getattr(change, "diff", None), "updated", None) or {}
-            touched.update(str(key) for key in updated)
-        elif isinstance(name, str) and name.startswith(_MERGEABLE):
-            touched.add(name[len(_MERGEABLE):].split(">", 1)[0])
-        else:
-            foreign = True
-    return touched, foreign
 
 
 # --- checking a peer's update by its operations ---------------------------------------
@@ -127,16 +116,27 @@ def _root_cid_bytes(name: str, kind: int) -> bytes:
     return bytes([0x80 | kind]) + _leb128(len(encoded)) + encoded
 
 
-def _marker(parent_root_name: str, key: str, kind: int) -> list[int]:
+_MARKER_DOMAIN = b"loro.mergeable.marker.v1"
+
+
+def _marker_prefix(parent_root_name: str) -> int:
+    """The CRC-32 of the marker's domain and parent part (the same for every key)."""
+    parent = _root_cid_bytes(parent_root_name, _MAP_KIND)
+    return zlib.crc32(_MARKER_DOMAIN + _leb128(len(parent)) + parent)
+
+
+_RECORD_MARKER_PREFIX = _marker_prefix(_ROOT)
+
+
+def _marker(parent_root_name: str, key: str, kind: int, *, prefix: int | None = None) -> list[int]:
     """The binary value Loro stores in a map slot for ``ensure_mergeable_*(key)`` (as the
     JSON format writes it: a list of byte values). Mirrors loro_common::mergeable_marker:
     MAGIC + kind + CRC-24(domain, len-prefixed parent id bytes, len-prefixed key, kind);
-    the tests compare it with what Loro writes."""
-    parent = _root_cid_bytes(parent_root_name, _MAP_KIND)
+    the tests compare it with what Loro writes. ``prefix``: ``_marker_prefix(parent)``,
+    precomputed (a record's marker is checked for every record of an update)."""
+    start = _marker_prefix(parent_root_name) if prefix is None else prefix
     key_bytes = key.encode()
-    crc = zlib.crc32(
-        b"loro.mergeable.marker.v1" + _leb128(len(parent)) + parent + _leb128(len(key_bytes)) + key_bytes + bytes([kind])
-    ) & 0xFFFFFF
+    crc = zlib.crc32(_leb128(len(key_bytes)) + key_bytes + bytes([kind]), start) & 0xFFFFFF
     return [0x00, 0x4C, 0x4D, 0x01, kind, (crc >> 16) & 0xFF, (crc >> 8) & 0xFF, crc & 0xFF]
 
 
@@ -184,7 +184,7 @@ class _UpdateCheck:
                 raise InvalidRecordError(where, f"a {str(kind)[:20]} operation on the record map (records are never removed)")
             if not isinstance(key, str) or not _RECORD_ID.match(key):
                 raise InvalidRecordError(where, "record ids are 32 lowercase hex")
-            if content.get("value") != _marker(_ROOT, key, _MAP_KIND):
+            if content.get("value") != _marker(_ROOT, key, _MAP_KIND, prefix=_RECORD_MARKER_PREFIX):
                 raise InvalidRecordError(where, "a record must be a mergeable map")
             self.created.add(key)
             return
@@ -319,40 +319,45 @@ class PartitionDoc:
         data: bytes = self._doc.export(ExportMode.Updates(VersionVector.decode(version)))
         return data
 
-    def import_(self, data: bytes, *, track: bool = False) -> ImportOutcome:
-        """Import update bytes; InvalidRecordError if the engine cannot parse them.
-        ``track``: also find the records the import touched (a diff of the two states)."""
+    def import_(self, data: bytes) -> ImportOutcome:
+        """Import update bytes unchecked (our own or already checked ones);
+        InvalidRecordError if the engine cannot parse them."""
         before = self._doc.oplog_vv.encode()
-        frontiers = self._doc.state_frontiers if track else None
         try:
             status = self._doc.import_(data)
         except (KeyboardInterrupt, SystemExit):
             raise
         except BaseException as exc:  # loro reports undecodable bytes as a Rust panic (BaseException)
             raise InvalidRecordError("data", f"not a valid update: {type(exc).__name__}: {exc}") from None
-        changed = self._doc.oplog_vv.encode() != before
-        touched: set[str] = set()
-        foreign = False
-        if frontiers is not None and changed:
-            touched, foreign = _touched_records(self._doc.diff(frontiers, self._doc.state_frontiers))
-        return ImportOutcome(changed, status.pending is not None, frozenset(touched), foreign)
+        return ImportOutcome(self._doc.oplog_vv.encode() != before, status.pending is not None)
 
     def check_update(self, data: bytes) -> None:
-        """Refuse a peer's update bytes unless every operation they carry fits the layout.
+        """Refuse a peer's update bytes unless they fit the layout (``import_checked``),
+        leaving this document as it was (the check runs on a fork)."""
+        self.fork().import_checked(data)
+
+    def import_checked(self, data: bytes) -> CheckedImport:
+        """Import a peer's update bytes once every operation they carry fits the layout.
+
+        **On InvalidRecordError this document may hold the refused operations** (in its op
+        log, never in its state): the caller must discard it and reload the committed one.
+        Loro cannot roll an import back, and forking a loaded document to import into costs
+        milliseconds each time, so refusal, the rare case, pays instead.
 
         Checked by the operations themselves (so junk that a later operation deletes or
-        overwrites is seen) and before any document state changes: the bytes go into a
-        *detached* fork, where an import only extends the op log (no state, so none of the
-        state-building costs that grow with the square of a large insert), and the new
-        changes are read back in Loro's JSON form. Allowed, and nothing else: creating a
-        mergeable record map under root map r (ids 32 lowercase hex); on such a record,
-        inserting string values at "k" and "c" (equal to any value already there or
-        elsewhere in the update) and creating its mergeable list "e"; inserting string
-        values into a record's "e". Each string is at most 256 KiB; all of them at most
-        MAX_UPDATE_TEXT (64 MiB). No deletes, no other container types, keys, value types,
-        commit messages, snapshots, or changes whose dependencies this document lacks (their operations
-        could not be read, and would be applied unchecked once the dependencies came).
-        Content (kinds, JSON texts) is left to strict decoding of the resulting state.
+        overwrites is seen) and before any state changes: the document is *detached*, so
+        the import only extends the op log (none of the state-building costs that grow with
+        the square of a large insert), and the new changes are read back in Loro's JSON
+        form. Allowed, and nothing else: creating a mergeable record map under root map r
+        (ids 32 lowercase hex); on such a record, inserting string values at "k" and "c"
+        (equal to any value already there or elsewhere in the update) and creating its
+        mergeable list "e"; inserting string values into a record's "e". Each string is at
+        most 256 KiB; all of them at most MAX_UPDATE_TEXT (64 MiB). No deletes, no other
+        container types, keys, value types, commit messages, snapshots, or changes whose
+        dependencies this document lacks (their operations could not be read, and would be
+        applied unchecked once the dependencies came). Only then is the document attached
+        again, which applies the update to its state. Content (kinds, JSON texts) is left to
+        strict decoding of the touched records.
         """
         try:
             meta = LoroDoc.decode_import_blob_meta(data, False)  # import_ checks the checksum
@@ -363,22 +368,23 @@ class PartitionDoc:
         if meta.mode != EncodedBlobMode.Updates:
             mode = str(meta.mode).rsplit(".", 1)[-1]  # a pyo3 enum: no .value, despite the stub
             raise InvalidRecordError("data", f"only update blobs are accepted, not {mode}")
-        fork = self._doc.fork()
-        fork.detach()
-        start = fork.oplog_vv
+        doc = self._doc
+        start = doc.oplog_vv
+        doc.detach()
         try:
-            status = fork.import_(data)
+            status = doc.import_(data)
         except (KeyboardInterrupt, SystemExit):
             raise
         except BaseException as exc:
             raise InvalidRecordError("data", f"not a valid update: {type(exc).__name__}: {exc}") from None
         if status.pending is not None:
             raise InvalidRecordError("data", "the update depends on changes this partition does not have")
-        end = fork.oplog_vv
+        end = doc.oplog_vv
         if end.encode() == start.encode():
-            return
+            doc.attach()
+            return CheckedImport(changed=False, touched=frozenset())
         try:
-            changes = json.loads(fork.export_json_updates(start, end))["changes"]
+            changes = json.loads(doc.export_json_updates(start, end))["changes"]
         except (KeyError, TypeError, ValueError):
             raise InvalidRecordError("data", "the update could not be read back") from None
         check = _UpdateCheck()
@@ -388,6 +394,8 @@ class PartitionDoc:
             for op in change.get("ops") or ():
                 check.op(op.get("container"), op.get("content"))
         self._check_references(check)
+        doc.attach()
+        return CheckedImport(changed=True, touched=frozenset(check.created | check.records_used | check.lists_used))
 
     def _check_references(self, check: _UpdateCheck) -> None:
         """Every record written exists or is created, and so does every "e" list pushed to;

@@ -440,33 +440,30 @@ class SqliteStore:
     async def import_chunk(self, partition: str, data: bytes, *, source: str) -> ImportResult:
         async with self._locks[partition]:
             loaded = await self._get(partition)
-            loaded.doc.check_update(data)  # by its operations, before any state: cheap to refuse
-            # Loro cannot roll back: import into a fork, validate, and only then for real.
-            fork = loaded.doc.fork()
-            before_version = loaded.doc.version()
-            fresh = len(loaded.state) == 0  # a first import: decode everything, no diff needed
-            outcome = fork.import_(data, track=not fresh)  # InvalidRecordError if the engine refuses the bytes
-            if not outcome.changed:
-                return ImportResult(partition, changed=False, pending=outcome.pending, touched_groups=0, records=0)
-            if outcome.foreign:
-                raise InvalidRecordError("data", "the update writes outside the partition's record layout")
-            # Only what the chunk touched is decoded and checked; the rest is as committed.
-            after = fork.records(strict=True) if fresh else fork.records_named(sorted(outcome.touched), strict=True)
-            grown = check_growth({r.id: loaded.state.records[r.id] for r in after if r.id in loaded.state.records}, after)
+            fresh = len(loaded.state) == 0  # a first import: decode everything
             try:
-                loaded.doc.import_(data)
+                # Checked by its operations first, cheap to refuse. The document is changed
+                # in place: on any refusal from here on it holds ops that are not stored,
+                # so it is evicted (the except below) and reloaded from the committed rows.
+                checked = loaded.doc.import_checked(data)
+                if not checked.changed:
+                    return ImportResult(partition, changed=False, pending=False, touched_groups=0, records=0)
+                # Only what the chunk touched is decoded and checked; the rest is as committed.
+                after = loaded.doc.records(strict=True) if fresh else loaded.doc.records_named(sorted(checked.touched), strict=True)
+                grown = check_growth({r.id: loaded.state.records[r.id] for r in after if r.id in loaded.state.records}, after)
                 merged = dict(loaded.state.records)
                 merged.update((r.id, r) for r in grown)
                 loaded.state = PartitionState.from_records(partition, merged.values())
                 touched = {group_of(r) for r in grown}  # creation fields (so groups) never change
                 rows = derive(loaded.state, touched, self.dataset_id)
-                update = loaded.doc.export_since(before_version)
             except BaseException:
                 self._evict(partition)
                 raise
-            await self._commit_change(partition, loaded, update, rows)
+            # The peer's bytes are stored as they came: every change they carry is checked,
+            # and any we already had are skipped again when the document is next loaded.
+            await self._commit_change(partition, loaded, data, rows)
             log.debug("imported %d records into %s from %s", len(grown), partition, source)
-            return ImportResult(partition, changed=True, pending=outcome.pending, touched_groups=len(touched), records=len(grown))
+            return ImportResult(partition, changed=True, pending=False, touched_groups=len(touched), records=len(grown))
 
     # --- rebuild --------------------------------------------------------------------------
     async def rebuild(self, progress: Callable[[int, int], None] | None = None) -> RebuildReport:

@@ -379,7 +379,14 @@ def test_an_honest_large_update_is_checked_quickly() -> None:
 def test_strict_json_refuses_non_finite_numbers(text: str) -> None:
     with pytest.raises(InvalidRecordError, match="invalid JSON"):
         _strict_json(text, "records.x.e")
-    assert _strict_json('{"a":1.5e3}', "x") == {"a": 1500.0}
+    assert _strict_json('{"a":1500.0}', "x") == {"a": 1500.0}
+
+
+@pytest.mark.parametrize("text", ['{"a":1.5e3}', '{"a": 1}', '{"a":"\\u00e9"}', '{"a":"\\ud800"}', '{"a":1.50}'])
+def test_strict_json_refuses_a_second_spelling(text: str) -> None:
+    """Only the canonical text is stored anywhere: every device hashes the same bytes."""
+    with pytest.raises(InvalidRecordError, match="canonical form"):
+        _strict_json(text, "records.x.e")
 
 
 def test_a_touched_record_that_is_gone_is_reported_as_disappeared() -> None:

@@ -119,3 +119,51 @@ async def test_a_row_missing_from_the_table_is_written_again(tmp_path: Path) -> 
         assert row["progress"] == summary["progress"] == 0.2
     finally:
         await store.close()
+
+
+# --- a refused peer chunk leaves the partition as committed -------------------------------------
+async def test_a_refused_chunk_leaves_no_trace_in_the_loaded_document(tmp_path: Path) -> None:
+    """import_checked imports in place (no fork): a refusal must evict the document, so
+    that neither exports nor later imports see the refused operations."""
+    from loro import ExportMode, LoroDoc
+
+    from syncd.errors import InvalidRecordError
+    from syncd.store.documents import EMPTY_VERSION, PartitionDoc
+
+    source = await open_sqlite(tmp_path / "source")
+    target = await open_sqlite(tmp_path / "target")
+    try:
+        user = uuid.uuid4().hex
+        partition = user_partition(user)
+        await _mixed_workload(source, user, 0)
+        honest = await source.export_missing(partition, EMPTY_VERSION)
+        assert (await target.import_chunk(partition, honest, source="test")).changed
+        committed = await target.export_missing(partition, EMPTY_VERSION)
+
+        hostile = LoroDoc()  # type: ignore[no-untyped-call]
+        hostile.import_(committed)
+        before = hostile.oplog_vv
+        record_id = PartitionDoc.load([committed], 1).record_ids()[0]
+        hostile.get_map("r").ensure_mergeable_map(record_id).insert("junk", "x")
+        hostile.commit()
+        junk = hostile.export(ExportMode.Updates(before))
+        try:
+            await target.import_chunk(partition, junk, source="test")
+        except InvalidRecordError:
+            pass
+        else:
+            raise AssertionError("a write outside the layout was imported")
+
+        after = await target.export_missing(partition, EMPTY_VERSION)
+        reloaded = PartitionDoc.load([after], 1)
+        assert reloaded.version() == PartitionDoc.load([committed], 1).version()
+        assert "junk" not in str(reloaded.deep_value())
+        # the next honest chunk still imports, and nothing was lost
+        await _mixed_workload(source, user, 100)
+        more = await source.export_missing(partition, reloaded.version())
+        assert (await target.import_chunk(partition, more, source="test")).changed
+        for model in DERIVED_MODELS:
+            assert await rows(target, model) == await rows(source, model), model
+    finally:
+        await source.close()
+        await target.close()
