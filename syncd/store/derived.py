@@ -38,10 +38,16 @@ def _insert_sql(model: str) -> str:
 
 
 RowKey = tuple[DerivedModel, str]  # (model, id)
-# What the table holds of a stored row that can change: its JSON and the indexed columns
-# that can move (a summary's channel, a start that a late session moves earlier). The
-# other columns (partition, grp, user_id, content_id, exam_id) are fixed by the row's id.
-Stored = tuple[str, "str | None", str]   # (row JSON, channel_id, sort_key)
+# What the table holds of a stored row that can change: its JSON (kept as a 128-bit digest:
+# the row memory of a large partition would otherwise hold every row's text again) and the
+# indexed columns that can move (a summary's channel, a start that a late session moves
+# earlier). The other columns (partition, grp, user_id, content_id, exam_id) are fixed by
+# the row's id.
+Stored = tuple[bytes, "str | None", str]   # (digest of the row JSON, channel_id, sort_key)
+
+
+def _digest(text: str) -> bytes:
+    return hashlib.blake2b(text.encode(), digest_size=16).digest()
 
 
 @dataclass(frozen=True)
@@ -67,7 +73,7 @@ def diff_group(group: GroupKey, rows: Sequence[DerivedRow], previous: Mapping[Ro
         for row in rows:
             text = row.to_json()
             upserts.append((row, text))
-            after[(row.model, row.id)] = (text, row.channel_id, row.sort_key)
+            after[(row.model, row.id)] = (_digest(text), row.channel_id, row.sort_key)
         return GroupChange(group, upserts, (), replace=True), after
     change, after = diff_partial(group, rows, previous, changed_only=False)
     deletes = [key for key in previous if key not in after]
@@ -86,10 +92,10 @@ def diff_partial(group: GroupKey, rows: Sequence[DerivedRow], previous: Mapping[
         key = (row.model, row.id)
         text = row.to_json()
         old = previous.get(key)
-        stored = (text, row.channel_id, row.sort_key)
+        stored = (_digest(text), row.channel_id, row.sort_key)
         if old is None or old[1] != stored[1] or old[2] != stored[2]:
             upserts.append((row, text))
-        elif old[0] != text:
+        elif old[0] != stored[0]:
             updates.append((row, text))
         elif changed_only:
             continue

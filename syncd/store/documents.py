@@ -21,6 +21,7 @@ import zlib
 from dataclasses import dataclass, field
 from typing import Any, Iterable, Sequence
 
+import orjson
 from loro import EncodedBlobMode, ExportMode, LoroDoc, VersionVector
 
 from syncd.errors import InvalidRecordError
@@ -43,6 +44,18 @@ MAX_UPDATE_TEXT = 64 * 1024 * 1024
 MAX_UPDATE_EVENTS_PER_RECORD = 100_000
 
 
+def _fast_loads(text: str) -> Any:
+    """orjson's reading of ``text`` (three times faster than the standard library's on
+    record texts), or the standard library's where orjson refuses it. Not exact on its
+    own: orjson reads an integer beyond 64 bits as a float, so callers compare the result
+    with a canonical text (equal serialisations mean equal values) or read Loro's own
+    JSON, whose numbers are all 64-bit."""
+    try:
+        return orjson.loads(text)
+    except orjson.JSONDecodeError:
+        return json.loads(text)
+
+
 def _strict_json(text: object, where: str) -> dict[str, Any]:
     """A JSON object from its stored text, which must be the canonical serialisation
     (``records.canonical_json``) that every honest writer stores. That one comparison
@@ -51,19 +64,20 @@ def _strict_json(text: object, where: str) -> dict[str, Any]:
     value, so every device hashes and folds the same bytes."""
     if not isinstance(text, str) or len(text) > MAX_JSON_TEXT:
         raise InvalidRecordError(where, "must be a JSON text of at most 256 KiB")
-    try:
-        value = json.loads(text)
-    except ValueError as exc:
-        raise InvalidRecordError(where, f"invalid JSON: {exc}") from None
-    if not isinstance(value, dict):
-        raise InvalidRecordError(where, "must be a JSON object")
-    try:
-        canonical = canonical_json(value)
-    except ValueError:  # NaN, Infinity, 1e999
-        raise InvalidRecordError(where, "invalid JSON: holds a number that is not finite") from None
-    if canonical != text:
-        raise InvalidRecordError(where, "not in canonical form (compact, floats as repr, no escapes but the necessary ones)")
-    return value
+    for loads in (_fast_loads, json.loads):  # the second only when the first was inexact
+        try:
+            value = loads(text)
+        except ValueError as exc:
+            raise InvalidRecordError(where, f"invalid JSON: {exc}") from None
+        if not isinstance(value, dict):
+            raise InvalidRecordError(where, "must be a JSON object")
+        try:
+            canonical = canonical_json(value)
+        except ValueError:  # NaN, Infinity, 1e999
+            raise InvalidRecordError(where, "invalid JSON: holds a number that is not finite") from None
+        if canonical == text:
+            return value
+    raise InvalidRecordError(where, "not in canonical form (compact, floats as repr, no escapes but the necessary ones)")
 
 
 @dataclass(frozen=True)
@@ -384,7 +398,7 @@ class PartitionDoc:
             doc.attach()
             return CheckedImport(changed=False, touched=frozenset())
         try:
-            changes = json.loads(doc.export_json_updates(start, end))["changes"]
+            changes = _fast_loads(doc.export_json_updates(start, end))["changes"]
         except (KeyError, TypeError, ValueError):
             raise InvalidRecordError("data", "the update could not be read back") from None
         check = _UpdateCheck()

@@ -393,3 +393,12 @@ def test_a_touched_record_that_is_gone_is_reported_as_disappeared() -> None:
     seeded, _ = _seeded()
     with pytest.raises(InvalidRecordError, match="a record disappeared"):
         seeded.records_named([_rid()], strict=True)
+
+
+@pytest.mark.parametrize("text", ['{"a":123456789012345678901234567890}', '{"a":-9223372036854775809}', '{"a":[1.5,"é",null,true]}'])
+def test_strict_json_reads_what_the_standard_library_reads(text: str) -> None:
+    """orjson decodes where it can; what it refuses (integers beyond 64 bits) falls back to
+    the standard library, so a canonical text is never refused for the decoder's sake."""
+    import json
+
+    assert _strict_json(text, "x") == json.loads(text)
