@@ -5,6 +5,9 @@
 * ``device_id`` = hex SHA-256 of the device's Ed25519 public key (``device.key``, 0600).
 * Every start takes a fresh random 64-bit Loro peer id, committed to ``meta`` before the
   first write, so a restart never reuses an op id of a write that was not committed.
+* Every start also takes a random *instance id* (32 hex), which peer sync puts in its
+  hellos: a state dir cloned together with /etc/machine-id keeps the device id, key and
+  epoch below, and only the instance tells the clones apart (docs/sync.md "Instances").
 * ``meta`` remembers the machine id the identity was made on. A state dir that shows up
   on another machine (a cloned tablet image, a copied backup) gets a new device id and a
   new epoch, with a loud log line: peers then treat it as a new device.
@@ -43,6 +46,7 @@ class Identity:
     device_id: str
     epoch: str
     peer_id: int
+    instance_id: str            # random per start: tells this daemon from a clone of its state dir
     private_key: Ed25519PrivateKey
     public_key: bytes
 
@@ -130,8 +134,10 @@ def establish_identity(conn: sqlite3.Connection, state_dir: Path) -> Identity:
             )
         epoch = secrets.token_hex(8)
     peer_id = secrets.randbits(64)
+    instance_id = secrets.token_hex(16)
     conn.execute("BEGIN IMMEDIATE")
-    for name, value in (("device_id", device_id), ("epoch", epoch), ("machine_id", here), ("peer_id", str(peer_id))):
+    for name, value in (("device_id", device_id), ("epoch", epoch), ("machine_id", here), ("peer_id", str(peer_id)),
+                        ("instance_id", instance_id)):
         conn.execute("INSERT INTO meta(key, value) VALUES (?, ?) ON CONFLICT(key) DO UPDATE SET value = excluded.value", (name, value))
     conn.execute("COMMIT")
-    return Identity(device_id, epoch, peer_id, key, _public_bytes(key))
+    return Identity(device_id, epoch, peer_id, instance_id, key, _public_bytes(key))

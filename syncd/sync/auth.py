@@ -2,15 +2,15 @@
 
 Pure functions (hashing, HMAC, Ed25519, AEAD; no I/O, no clock)::
 
-    transcript = SHA-256("syncd-hello-v1" ‖ fields(hello_c) ‖ fields(hello_s))
+    transcript = SHA-256("syncd-hello-v2" ‖ fields(hello_c) ‖ fields(hello_s))
     mac_role   = HMAC-SHA256(secret, "syncd-proof-v1" ‖ role ‖ transcript ‖ server_cert_der)
     sig_c      = Ed25519(device_key_c, "syncd-sig-v1" ‖ transcript ‖ server_cert_der)
     box        = ChaCha20-Poly1305(HMAC(secret, "syncd-seal-v1" ‖ transcript ‖ cert),
                                    nonce 0, subscription, aad "syncd-sub-v1")
 
 ``fields(h)`` is each hello field length-prefixed in a fixed order, so the transcript does
-not depend on how a msgpack library happens to pack a map. Both nonces and both device
-ids are in it; the role is in the MAC: a proof replayed into another session, relayed
+not depend on how a msgpack library happens to pack a map. Both nonces, both device
+ids and both instance ids are in it; the role is in the MAC: a proof replayed into another session, relayed
 from another connection (the certificate differs) or reflected to its sender fails.
 The client's subscription is sealed under a key only a member can derive, so a server
 that has not yet proved itself learns no learner id.
@@ -49,13 +49,13 @@ def _field(value: bytes) -> bytes:
 def _hello_fields(h: Hello) -> bytes:
     return b"".join(_field(x) for x in (
         struct.pack(">HH", h.version, h.min_version), h.device.encode("ascii"), h.tag.encode("ascii"),
-        h.nonce, struct.pack(">d", h.clock), h.epoch.encode("ascii"),
+        h.nonce, struct.pack(">d", h.clock), h.epoch.encode("ascii"), (h.instance or "").encode("ascii"),
     ))
 
 
 def transcript(hello_c: Hello, hello_s: Hello) -> bytes:
     """The hash both proofs bind: every field of both hellos, client's first."""
-    return hashlib.sha256(b"syncd-hello-v1" + _hello_fields(hello_c) + _hello_fields(hello_s)).digest()
+    return hashlib.sha256(b"syncd-hello-v2" + _hello_fields(hello_c) + _hello_fields(hello_s)).digest()
 
 
 def proof_mac(secret: bytes, role: Role, transcript_hash: bytes, server_cert: bytes) -> bytes:

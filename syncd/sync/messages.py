@@ -25,6 +25,7 @@ from syncd.logs.partitions import is_valid_partition, user_of
 
 DeviceId = NewType("DeviceId", str)      # 64 hex: SHA-256 of the device's Ed25519 key
 Epoch = NewType("Epoch", str)            # 16 hex: a store's epoch (new on restore or move)
+Instance = NewType("Instance", str)      # 32 hex: one start of a daemon (random per start)
 Subscription: TypeAlias = Literal["all"] | frozenset[str]   # same shape as store.interface
 
 MAX_VV_BYTES = 64 * 1024
@@ -47,6 +48,16 @@ class Cursor:
 
 
 @dataclass(frozen=True)
+class PeerCursor:
+    """Not a wire type: a cursor as a client keeps it for one peer device, with the
+    instance of that peer it was made with. Usable only while the peer runs that instance
+    (a clone shares the device id and epoch, not the change feed)."""
+
+    cursor: Cursor
+    instance: Instance
+
+
+@dataclass(frozen=True)
 class Hello:
     version: int
     min_version: int
@@ -55,6 +66,10 @@ class Hello:
     nonce: bytes
     clock: float
     epoch: Epoch
+    # Random per daemon start: tells a clone (same state dir, so the same device id, key
+    # and epoch) from ourselves, and a peer's cursors from those of its clone. None only
+    # in a version-1 hello, which is decoded so that it can be refused as a version.
+    instance: Instance | None = None
 
 
 @dataclass(frozen=True)
@@ -176,8 +191,11 @@ def _cursor_wire(c: Cursor | None) -> list[Any] | None:
 def to_wire(m: Message) -> dict[str, Any]:
     """The msgpack-ready map of a message (keys in a fixed order)."""
     if isinstance(m, Hello):
-        return {"t": "hello", "v": m.version, "min_v": m.min_version, "device": m.device, "tag": m.tag,
-                "nonce": m.nonce, "clock": m.clock, "epoch": m.epoch}
+        hello: dict[str, Any] = {"t": "hello", "v": m.version, "min_v": m.min_version, "device": m.device,
+                                 "tag": m.tag, "nonce": m.nonce, "clock": m.clock, "epoch": m.epoch}
+        if m.instance is not None:
+            hello["instance"] = m.instance
+        return hello
     if isinstance(m, Proof):
         out: dict[str, Any] = {"t": "proof", "mac": m.mac}
         if m.sig is not None:
@@ -289,13 +307,17 @@ def from_wire(raw: Any) -> Message:
         raise RemoteProtocolError("a message is a map with a type 't'")
     t = raw["t"]
     if t == "hello":
-        f = _Fields(raw, {"v", "min_v", "device", "tag", "nonce", "clock", "epoch"})
+        # ``instance`` is optional here only so that a version-1 hello (which has none)
+        # reaches the version check and is refused as such; the protocol requires it.
+        f = _Fields(raw, {"v", "min_v", "device", "tag", "nonce", "clock", "epoch"}, {"instance"})
         clock = f.get("clock", lambda v: isinstance(v, (int, float)) and not isinstance(v, bool)
                       and math.isfinite(v) and 0 <= v < 2**40, "not a finite time")
+        instance = f.get("instance", _is_text(_HEX32), "not 32 hex") if "instance" in raw else None
         return Hello(f.get("v", _is_int(0, 65535), "bad version"), f.get("min_v", _is_int(0, 65535), "bad version"),
                      DeviceId(f.get("device", _is_text(_HEX64), "not 64 hex")),
                      f.get("tag", _is_text(_HEX16), "not 16 hex"), f.get("nonce", _is_bytes(32, 32), "not 32 bytes"),
-                     float(clock), Epoch(f.get("epoch", _is_text(_HEX16), "not 16 hex")))
+                     float(clock), Epoch(f.get("epoch", _is_text(_HEX16), "not 16 hex")),
+                     None if instance is None else Instance(instance))
     if t == "proof":
         f = _Fields(raw, {"mac"}, {"sig", "pub"})
         return Proof(f.get("mac", _is_bytes(32, 32), "not 32 bytes"),

@@ -9,7 +9,8 @@ first (docs/sync.md "Session")::
     client                                              server
     [hello_c]                               ──────►     check version, device id, tag
                                             ◄──────     [hello_s]
-    check; LoadPeer → its cursors
+    check; LoadPeer → cursors (used only if made
+    with the instance this hello names)
     [proof_c, sub_c(sealed, pull cursor)]   ──────►     check proof, key, signature,
                                                         revocation; NeedChanges(since)
                                             ◄──────     [proof_s, sub_s, changes_s]
@@ -28,6 +29,19 @@ first (docs/sync.md "Session")::
 Pull then push, so what the client just pulled is not offered back (its version is
 covered by what the server listed). A no-op sync (nothing to want, nothing to offer)
 ends after the second round trip: two POSTs.
+
+Instances and clones
+--------------------
+Every hello carries the sender's *instance*, random per daemon start. A hello with our
+device id and our instance is ourselves (refused, ``own_device``); our device id with
+another instance is a *clone* (a state dir copied with its key, device id and epoch, as
+a tablet image that includes /etc/machine-id): it proves itself like any member, syncs
+normally, and the summary says ``clone`` so the shell can warn. Clones share a device id
+and an epoch but their change feeds diverge, so a cursor says something only about the
+instance it was made with: the client keeps each cursor with the server's instance
+(``PeerCursor``) and uses it only with that instance; any other (a clone, or the same
+device after a restart) gets a full exchange of version vectors, which is correct and
+cheap.
 
 Driving a session (the shell's recipe)
 -------------------------------------
@@ -49,7 +63,7 @@ from __future__ import annotations
 
 import hashlib
 from collections import deque
-from dataclasses import dataclass
+from dataclasses import KW_ONLY, dataclass
 from enum import Enum
 from typing import Any, Callable, Generator, Iterable, Literal, Mapping, Sequence, Union
 
@@ -60,12 +74,12 @@ from syncd.logs.partitions import anon_partition
 from syncd.sync import auth
 from syncd.sync.membership import Facility
 from syncd.sync.messages import (
-    Ack, Bye, Changes, Cursor, Delta, DeviceId, Epoch, Error, Hello, Message, Offer, Proof, Sub,
-    Subscription, Want, decode_vv, in_subscription, vv_covers,
+    Ack, Bye, Changes, Cursor, Delta, DeviceId, Epoch, Error, Hello, Instance, Message, Offer, PeerCursor, Proof,
+    Sub, Subscription, Want, decode_vv, in_subscription, vv_covers,
 )
 
-PROTOCOL_VERSION = 1
-MIN_VERSION = 1
+PROTOCOL_VERSION = 2             # 2: hellos carry the sender's instance (clone detection)
+MIN_VERSION = 2
 DELTA_BUDGET = 4 * 2**20         # delta bytes per frame; the codec caps a frame at 8 MiB
 MAX_DELTAS_PER_FRAME = 2_000
 MAX_ASSEMBLY = 64 * 2**20        # one partition's pieces held before import
@@ -90,6 +104,8 @@ class LocalDevice:
     subscription: Subscription
     key: Ed25519PrivateKey | None = None   # the client signs with it
     revocations: tuple[bytes, ...] = ()    # the signed revocations this device knows
+    _: KW_ONLY
+    instance: Instance                     # this start of the daemon (random per start)
 
 
 @dataclass(frozen=True)
@@ -109,6 +125,8 @@ class SessionSummary:
     clock_skew: float | None              # peer clock minus ours, seconds
     started: float
     ended: float
+    peer_instance: Instance | None = None # the instance the peer's hello named
+    clone: bool = False                   # the peer proved our own device key from another instance
 
 
 # --- outputs ---------------------------------------------------------------------------
@@ -120,7 +138,8 @@ class Send:
 
 @dataclass(frozen=True)
 class LoadPeer:
-    """Answer with ``peer_loaded(pull_cursor, push_cursor)`` (None, None for a new peer)."""
+    """Answer with ``peer_loaded(pull, push)``: the ``PeerCursor``s last saved for ``peer``
+    (None, None for a new peer), whatever instance they were saved with."""
     peer: DeviceId
 
 
@@ -153,16 +172,18 @@ class Import:
 
 @dataclass(frozen=True)
 class SaveCursor:
-    """Persist: the next pull from ``peer`` starts at ``cursor``."""
+    """Persist (replacing the last one for ``peer``): the next pull from ``peer`` starts at
+    ``cursor.cursor`` if ``peer`` still runs ``cursor.instance``."""
     peer: DeviceId
-    cursor: Cursor
+    cursor: PeerCursor
 
 
 @dataclass(frozen=True)
 class SavePushSeq:
-    """Persist: the next push to ``peer`` offers our changes after ``cursor.seq``."""
+    """Persist (replacing the last one for ``peer``): the next push to ``peer`` offers our
+    changes after ``cursor.cursor.seq`` if ``peer`` still runs ``cursor.instance``."""
     peer: DeviceId
-    cursor: Cursor
+    cursor: PeerCursor
 
 
 @dataclass(frozen=True)
@@ -301,6 +322,8 @@ class _Session:
         self.me, self.nonce = me, nonce
         self.state = State.IDLE
         self.peer: DeviceId | None = None
+        self.peer_instance: Instance | None = None
+        self._clone = False
         self._is_revoked, self._budget = is_revoked, delta_budget
         self._gen: Step | None = None
         self._pending: Request | None = None
@@ -375,7 +398,7 @@ class _Session:
         self.state = state
 
     # --- answers from the shell ----------------------------------------------------------
-    def peer_loaded(self, pull: Cursor | None, push: Cursor | None) -> list[Output]:
+    def peer_loaded(self, pull: PeerCursor | None, push: PeerCursor | None) -> list[Output]:
         return self._answer(LoadPeer, (pull, push))
 
     def changes_ready(self, feed_seq: int, vvs: Mapping[str, bytes]) -> list[Output]:
@@ -412,18 +435,26 @@ class _Session:
         return out + [Failed(reason, self.summary(reason))]
 
     def _check_hello(self, hello: Hello) -> None:
-        if hello.device == self.me.device_id:
-            raise _Fail("own_device", "the peer's hello carries our own device id (a clone, or ourselves)")
         if hello.version < MIN_VERSION or min(hello.version, PROTOCOL_VERSION) < hello.min_version:
             raise _Fail("version", f"protocol version {hello.version} (min {hello.min_version}) is not "
                                    f"compatible with ours {PROTOCOL_VERSION} (min {MIN_VERSION})")
+        if hello.instance is None:
+            raise _Fail("protocol", "the hello carries no instance")
+        if hello.device == self.me.device_id and hello.instance == self.me.instance:
+            raise _Fail("own_device", "the peer's hello carries our own device id and instance: "
+                                      "this is ourselves")
         if hello.tag != self.me.facility.tag:
             raise _Fail("facility", "the peer belongs to another facility (tag mismatch)")
-        self.peer = hello.device
+        self.peer, self.peer_instance = hello.device, hello.instance
+
+    def _proven(self) -> None:
+        """The peer's proof verified: a peer with our device id is now a proven clone."""
+        assert self.peer is not None
+        self._clone = self.peer == self.me.device_id
 
     def _hello(self, now: float) -> Hello:
         return Hello(PROTOCOL_VERSION, MIN_VERSION, self.me.device_id, self.me.facility.tag, self.nonce,
-                     now, self.me.epoch)
+                     now, self.me.epoch, self.me.instance)
 
     def _import(self, delta: Delta) -> Generator[Output, Any, bool]:
         """Take one delta piece; True once its partition is complete and committed."""
@@ -465,7 +496,7 @@ class _Session:
         return SessionSummary(
             self.role, self.peer, self._peer_key, "failed" if self.state is State.FAILED else "ok", reason,
             tuple(self._in), tuple(self._out), self._records, self._bytes_in, self._bytes_out,
-            self._full, self._full_reason, self._skew, self._started, self._now)
+            self._full, self._full_reason, self._skew, self._started, self._now, self.peer_instance, self._clone)
 
 
 def _work_order(frame: Sequence[Message]) -> None:
@@ -517,6 +548,7 @@ class ClientSession(_Session):
         self._new_cursor: Cursor | None = None
         self._push_cursor: Cursor | None = None
         self._push_mark: Cursor | None = None
+        self._stale_cursors = False       # cursors were kept, but for another instance of the server
         self._offered: dict[str, bytes] = {}
         self._awaiting_acks: set[str] = set()
         self._acked: set[str] = set()
@@ -543,6 +575,10 @@ class ClientSession(_Session):
     def _secret(self) -> bytes:
         return self.me.facility.secret
 
+    def _usable(self, kept: PeerCursor | None) -> Cursor | None:
+        """A kept cursor, if it was made with the instance the server runs now."""
+        return kept.cursor if kept is not None and kept.instance == self.peer_instance else None
+
     def _on_hello(self, frame: Sequence[Message]) -> Step:
         hello = frame[0]
         assert isinstance(hello, Hello) and self._hello_c is not None
@@ -552,8 +588,10 @@ class ClientSession(_Session):
         self._skew = hello.clock - (self._started + self._now) / 2
         self._server_hello = hello
         self._transcript = auth.transcript(self._hello_c, hello)
-        pull, push = yield LoadPeer(hello.device)
-        self._push_cursor = push
+        kept_pull, kept_push = yield LoadPeer(hello.device)
+        pull, self._push_cursor = self._usable(kept_pull), self._usable(kept_push)
+        if any(kept is not None and kept.instance != hello.instance for kept in (kept_pull, kept_push)):
+            self._stale_cursors = True
         t, cert = self._transcript, self._cert
         proof = Proof(auth.proof_mac(self._secret(), "client", t, cert), auth.client_signature(self._key, t, cert),
                       auth.public_bytes(self._key))
@@ -569,6 +607,7 @@ class ClientSession(_Session):
         if proof.sig is not None or proof.pub is not None or not auth.verify_mac(
                 self._secret(), "server", self._transcript, self._cert, proof.mac):
             raise _Fail("auth", "the server's proof does not verify")
+        self._proven()
         if self._is_revoked(self.peer):
             raise _Fail("revoked", "the server's device has been revoked from the facility")
         if sub.subscription is None:
@@ -578,7 +617,11 @@ class ClientSession(_Session):
         _check_partitions(changes.vvs, self.me.device_id, self.me.subscription, "the server listed")
         self._server_sub, self._server_vvs, self._new_cursor = sub.subscription, dict(changes.vvs), changes.cursor
         self._full = changes.full
-        self._full_reason = "the server answered with every partition" if changes.full else ""
+        if self._stale_cursors:
+            self._full_reason = ("our cursors for this device were made with another instance of it "
+                                 "(it restarted, or it is a clone)")
+        elif changes.full:
+            self._full_reason = "the server answered with every partition"
         want: dict[str, bytes] = {}
         if changes.vvs:
             want = lacking((yield NeedVersions(tuple(changes.vvs))), changes.vvs)
@@ -603,10 +646,11 @@ class ClientSession(_Session):
     def _pulled(self) -> Step:
         """Everything wanted is committed: save the pull cursor, then offer what we changed."""
         assert self.peer is not None and self._new_cursor is not None and self._server_hello is not None
+        assert self.peer_instance is not None
         if self._incomplete:
             self._full_reason = f"cursor kept: {sorted(self._incomplete)[0]} misses dependencies"
         else:
-            yield SaveCursor(self.peer, self._new_cursor)
+            yield SaveCursor(self.peer, PeerCursor(self._new_cursor, self.peer_instance))
         scope = scope_hash(self._server_hello.epoch, self._server_sub)
         push = self._push_cursor
         since = push.seq if push is not None and push.epoch == self.me.epoch and push.sub_hash == scope else 0
@@ -656,8 +700,8 @@ class ClientSession(_Session):
 
     def _pushed(self) -> Step:
         """Every offered partition is acked (or was not wanted): advance the push cursor, bye."""
-        assert self.peer is not None and self._push_mark is not None
-        yield SavePushSeq(self.peer, self._push_mark)
+        assert self.peer is not None and self._push_mark is not None and self.peer_instance is not None
+        yield SavePushSeq(self.peer, PeerCursor(self._push_mark, self.peer_instance))
         two_round_trips = self.state is State.AWAIT_PROOF
         self._goto(State.DONE)
         if two_round_trips:   # the no-op sync: nothing more on the wire
@@ -742,6 +786,7 @@ class ServerSession(_Session):
         if why:
             raise _Fail("auth", why)
         self._peer_key = proof.pub
+        self._proven()
         if self._is_revoked(self.peer):
             raise _Fail("revoked", "this device has been revoked from the facility")
         if sub.sealed is None:
@@ -768,7 +813,7 @@ class ServerSession(_Session):
     def _since(self, cursor: Cursor | None, scope: str) -> tuple[int, str]:
         """Where the client's cursor lets us start, and why not from there (full exchange)."""
         if cursor is None:
-            return 0, "no cursor: first sync with this peer"
+            return 0, "no cursor: first sync with this peer (or its cursor was for another instance of ours)"
         if cursor.epoch != self.me.epoch:
             return 0, f"the cursor is for epoch {cursor.epoch}, ours is {self.me.epoch}"
         if cursor.sub_hash != scope:
@@ -816,7 +861,7 @@ class ServerSession(_Session):
 
 
 __all__ = [
-    "ClientSession", "ServerSession", "LocalDevice", "SessionSummary", "State", "Kind", "Send", "LoadPeer",
+    "ClientSession", "ServerSession", "LocalDevice", "PeerCursor", "SessionSummary", "State", "Kind", "Send", "LoadPeer",
     "NeedChanges", "NeedVersions", "Export", "Import", "SaveCursor", "SavePushSeq", "Finished", "Failed",
     "Output", "Request", "scope_hash", "lacking", "receives", "PROTOCOL_VERSION", "MIN_VERSION", "DELTA_BUDGET", "EMPTY_VV",
 ]

@@ -62,6 +62,7 @@ class SyncService:
         )
         self._held: set[str] = set(self._configured or ())
         self._revoked: frozenset[str] = frozenset()
+        self._clones: set[str] = set()       # instances of our own device id that proved themselves
         self._revocation_blobs: tuple[bytes, ...] = ()
         self._runner: web.AppRunner | None = None
         self._server: asyncio.Server | None = None
@@ -270,8 +271,19 @@ class SyncService:
         return [report_view(r) for r in outcomes if r is not None]
 
     def _record(self, report: SyncReport) -> None:
-        """Every finished session, both roles: history, device keys, skew warnings."""
+        """Every finished session, both roles: history, device keys, skew and clone warnings."""
         self.sessions.append(report)
+        summary = report.summary
+        if summary is not None and summary.clone and summary.peer_instance not in self._clones:
+            self._clones.add(str(summary.peer_instance))
+            log.warning(
+                "CLONED STATE DIR: the peer at %s proved itself with THIS device's key (device id %s) from "
+                "another instance (%s; ours is %s): a copy of this state dir (%s) runs there with the same "
+                "identity, e.g. from a tablet image that includes /etc/machine-id. Syncing with it normally, "
+                "but the two share one device id, key and epoch: stop syncd on one of them, delete device.key "
+                "in its state dir and start it again (it takes a new device id and epoch, and keeps its data)",
+                report.address, self.store.device_id[:12], summary.peer_instance,
+                self.store.identity.instance_id, self.settings.device.state_dir)
         if report.clock_skew is not None and abs(report.clock_skew) > SKEW_WARNING:
             log.warning("clock of peer %s is %+.0f s off ours", (report.peer or "?")[:12], report.clock_skew)
         asyncio.ensure_future(self._persist(report))
@@ -323,6 +335,8 @@ class SyncService:
         skews = {r.peer: r.clock_skew for r in self.sessions if r.peer and r.clock_skew is not None}
         return {
             "facility": None if current is None else {"facility_id": current.facility_id, "name": current.name},
+            "instance_id": self.store.identity.instance_id,
+            "clones_seen": sorted(self._clones),
             "sync_port": self.sync_port,
             "discovery": self._discovery is not None,
             "sessions": len(self.sessions),

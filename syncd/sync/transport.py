@@ -14,7 +14,10 @@ aiohttp session, reading the server certificate off the TLS connection so the pr
 binds it, and returns a ``SyncReport``.
 
 Both drive the protocol the same way (``execute``): run its outputs in order, answer its
-requests from the ``SyncStore``, persist cursors through a ``PeerStateStore``.
+requests from the ``SyncStore``, persist cursors through a ``PeerStateStore``. Both
+sides speak for one daemon *instance* (``DeviceIdentity.instance_id``, random per start):
+the server and the client of one daemon must share it, so that a daemon reaching its
+own peer port is refused as itself while a clone of its state dir is synced.
 """
 
 from __future__ import annotations
@@ -36,7 +39,7 @@ from syncd.errors import InvalidRecordError, RemoteProtocolError
 from syncd.store.interface import Subscription, SyncStore
 from syncd.sync import codec
 from syncd.sync.membership import Facility
-from syncd.sync.messages import Cursor, DeviceId, Epoch, Error, Message
+from syncd.sync.messages import DeviceId, Epoch, Error, Instance, Message, PeerCursor
 from syncd.sync.protocol import (
     DELTA_BUDGET, ClientSession, Export, Failed, Finished, Import, LoadPeer, LocalDevice, NeedChanges,
     NeedVersions, Output, Revocations, SaveCursor, SavePushSeq, Send, ServerSession, SessionSummary,
@@ -59,33 +62,37 @@ class DeviceIdentity(Protocol):
     def device_id(self) -> str: ...
 
     @property
+    def instance_id(self) -> str: ...
+
+    @property
     def private_key(self) -> Ed25519PrivateKey: ...
 
 
 @runtime_checkable
 class PeerStateStore(Protocol):
-    """Where a client keeps, per server device, its pull and push cursors (durably)."""
+    """Where a client keeps, per server device, its pull and push cursors (durably), each
+    with the server instance it was made with (the protocol decides whether to use it)."""
 
-    async def peer_cursors(self, device_id: str) -> tuple[Cursor | None, Cursor | None]: ...
+    async def peer_cursors(self, device_id: str) -> tuple[PeerCursor | None, PeerCursor | None]: ...
 
-    async def save_pull_cursor(self, device_id: str, cursor: Cursor) -> None: ...
+    async def save_pull_cursor(self, device_id: str, cursor: PeerCursor) -> None: ...
 
-    async def save_push_cursor(self, device_id: str, cursor: Cursor) -> None: ...
+    async def save_push_cursor(self, device_id: str, cursor: PeerCursor) -> None: ...
 
 
 class MemoryPeerState:
     """Cursors in memory: resumes within one process only (tests; until the store has them)."""
 
     def __init__(self) -> None:
-        self.cursors: dict[str, tuple[Cursor | None, Cursor | None]] = {}
+        self.cursors: dict[str, tuple[PeerCursor | None, PeerCursor | None]] = {}
 
-    async def peer_cursors(self, device_id: str) -> tuple[Cursor | None, Cursor | None]:
+    async def peer_cursors(self, device_id: str) -> tuple[PeerCursor | None, PeerCursor | None]:
         return self.cursors.get(device_id, (None, None))
 
-    async def save_pull_cursor(self, device_id: str, cursor: Cursor) -> None:
+    async def save_pull_cursor(self, device_id: str, cursor: PeerCursor) -> None:
         self.cursors[device_id] = (cursor, self.cursors.get(device_id, (None, None))[1])
 
-    async def save_push_cursor(self, device_id: str, cursor: Cursor) -> None:
+    async def save_push_cursor(self, device_id: str, cursor: PeerCursor) -> None:
         self.cursors[device_id] = (self.cursors.get(device_id, (None, None))[0], cursor)
 
 
@@ -317,7 +324,7 @@ class PeerServer:
             return _refuse(503, "busy", "too many sync sessions; retry later", headers={"Retry-After": "5"})
 
         me = LocalDevice(DeviceId(self.identity.device_id), Epoch(self.store.epoch), facility, self.subscription,
-                         revocations=self.revocations)
+                         revocations=self.revocations, instance=Instance(self.identity.instance_id))
         session = ServerSession(me, self.entropy(32), self.certificate, is_revoked=self.is_revoked,
                                 delta_budget=self.config.delta_budget)
         now = self.clock()
@@ -505,7 +512,7 @@ class PeerClient:
         if facility is None:
             return _report("client", address, None, "this device belongs to no facility", 0, 0, 0.0)
         me = LocalDevice(DeviceId(self.identity.device_id), Epoch(self.store.epoch), facility, self.subscription,
-                         self.identity.private_key, self.revocations)
+                         self.identity.private_key, self.revocations, instance=Instance(self.identity.instance_id))
         session = ClientSession(me, self.entropy(32), is_revoked=self.is_revoked, delta_budget=self.delta_budget)
         url = f"https://{host}:{port}{PATH}"
         counts = [0, 0]          # bytes in, bytes out

@@ -21,6 +21,7 @@ honest peer (D2 syncs with it), also *while* the stalled peer is connected.
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import http.client
 import json
@@ -48,9 +49,9 @@ from syncd.store.facility import load_facility
 from syncd.sync import auth, codec
 from syncd.sync.membership import Facility
 from syncd.sync.messages import (
-    Ack, Changes, Delta, DeviceId, Epoch, Error, Hello, Message, Offer, Proof, Sub, Want, to_wire,
+    Ack, Changes, Delta, DeviceId, Epoch, Error, Hello, Instance, Message, Offer, Proof, Sub, Want, to_wire,
 )
-from syncd.sync.protocol import EMPTY_VV
+from syncd.sync.protocol import EMPTY_VV, MIN_VERSION, PROTOCOL_VERSION
 from tests.daemon_harness import DaemonProcess, UnixHTTP, short_tempdir, wait_until
 
 PATH = "/sync/v1"
@@ -262,8 +263,10 @@ class Wire:
         self.conn.close()
 
 
-def hello(device: str, tag: str, *, version: int = 1, min_version: int = 1) -> Hello:
-    return Hello(version, min_version, DeviceId(device), tag, os.urandom(32), time.time(), Epoch(secrets.token_hex(8)))
+def hello(device: str, tag: str, *, version: int = PROTOCOL_VERSION, min_version: int = MIN_VERSION,
+          instance: str | None = None) -> Hello:
+    return Hello(version, min_version, DeviceId(device), tag, os.urandom(32), time.time(), Epoch(secrets.token_hex(8)),
+                 Instance(instance or secrets.token_hex(16)))
 
 
 class Member:
@@ -436,11 +439,16 @@ def test_after_the_barrage_the_honest_peer_still_syncs(school: School) -> None:
 
 def test_wrong_facility_and_own_device_and_old_version_are_refused(school: School) -> None:
     own = school.d1.ready["device_id"]
+    own_instance = school.d1.status()["instance_id"]
     cases = [
         ("wrong_facility", hello(secrets.token_hex(32), "0123456789abcdef"), "facility", r"another facility"),
-        ("own_device_id", hello(own, school.facility.tag), "own_device", r"our own device id"),
+        ("own_device_id_and_instance", hello(own, school.facility.tag, instance=own_instance), "own_device",
+         r"our own device id and instance"),
         ("version_0", hello(secrets.token_hex(32), school.facility.tag, version=0, min_version=0), "version",
          r"protocol version 0"),
+        ("version_1_without_instance", dataclasses.replace(hello(secrets.token_hex(32), school.facility.tag, version=1,
+                                                                 min_version=1), instance=None),
+         "version", r"protocol version 1"),
         ("min_version_too_high", hello(secrets.token_hex(32), school.facility.tag, version=9, min_version=9),
          "version", r"protocol version 9"),
     ]
@@ -537,12 +545,17 @@ def test_oversized_streamed_body_is_cut_off(school: School) -> None:
 # --- a valid hello, then a bad proof ------------------------------------------------------------
 
 @pytest.mark.parametrize("flavour", ["random_mac", "mac_for_server_role", "wrong_secret", "good_mac_bad_signature",
-                                     "good_mac_key_of_another_device", "unsealed_subscription"])
+                                     "good_mac_key_of_another_device", "unsealed_subscription",
+                                     "good_mac_posing_as_a_clone_of_the_victim"])
 def test_valid_hello_then_bad_proof(school: School, flavour: str) -> None:
     before = raw_fingerprint(school.d1)
     watch = LogWatch(school.d1)
     key = Ed25519PrivateKey.generate()
     device = auth.device_id_of(auth.public_bytes(key))
+    if flavour == "good_mac_posing_as_a_clone_of_the_victim":
+        # D1's own device id from another instance: answered (a clone of D1 would be
+        # synced), but only a holder of D1's key can prove it
+        device = school.d1.ready["device_id"]
     wire = Wire(school.port)
     try:
         mine = hello(device, school.facility.tag)   # the tag is public: it is in every mDNS advert

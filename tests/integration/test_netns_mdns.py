@@ -21,6 +21,7 @@ from typing import Any
 
 import pytest
 
+from syncd.discovery.txt import PROTOCOL_VERSION
 from tests.netns import JsonLines, NetnsLan, Node, require_netns
 
 PEER_SCRIPT = Path(__file__).resolve().parents[1] / "discovery" / "mdns_peer.py"
@@ -84,7 +85,7 @@ def test_devices_find_each_other_by_mdns_alone(lan: NetnsLan) -> None:
     }
     for (label, node), want in facts.items():
         event = out[label].wait_for(seen(node.address), 30, f"{label} to see {node.name}")
-        assert event["port"] == PORT and event["version"] == 1 and event["source"] == "mdns"
+        assert event["port"] == PORT and event["version"] == PROTOCOL_VERSION and event["source"] == "mdns"
         assert event["tag"] == want["tag"] and event["candidate"] is want["candidate"], event
     discovered = time.monotonic() - t0
     for label, node in (("A", a), ("B", b), ("C", c)):

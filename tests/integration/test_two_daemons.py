@@ -338,7 +338,6 @@ def test_state_dir_copied_to_another_machine_loses_no_write(daemons: list[Daemon
     assert c.original.status()["digests"] == c.copy.status()["digests"]
 
 
-@pytest.mark.xfail(strict=True, reason='KNOWN BUG (issue 4 note): a clone that keeps /etc/machine-id keeps the device id, key and epoch; peers refuse its hello as their own device id, and cursors keyed by device id skip writes. Needs clone detection at the proof (same key, foreign nonce) and a per-start instance id in hellos.')
 def test_cloned_image_with_the_same_machine_id_loses_no_write(daemons: list[DaemonProcess]) -> None:
     """The image includes /etc/machine-id, so the copy keeps the device id, key and epoch.
     Both write, both sync with each other: nothing may be missing on either."""
@@ -350,9 +349,14 @@ def test_cloned_image_with_the_same_machine_id_loses_no_write(daemons: list[Daem
         "clones with the same machine id did not converge:\n"
         + "\n".join(f"  sync {r['role']} -> {r['address']}: {r['outcome']} {r['reason']}" for r in reports)
         + "\n" + "\n".join(f"  {name}: {lines}" for name, lines in problems.items()))
+    # Each clone warns loudly, once per instance of the other, however many sessions.
+    assert sync(c.copy, c.original)["outcome"] == "ok"
+    for d, other in ((c.original, c.copy), (c.copy, c.original)):
+        wait_until(lambda d=d: "CLONED STATE DIR" in d.log_text(), 10, f"the clone warning of {d.root}")
+        assert d.log_text().count("CLONED STATE DIR") == 1, d.log_text()
+        assert d.status()["clones_seen"] == [other.status()["instance_id"]]
 
 
-@pytest.mark.xfail(strict=True, reason='KNOWN BUG (issue 4 note): a clone that keeps /etc/machine-id keeps the device id, key and epoch; peers refuse its hello as their own device id, and cursors keyed by device id skip writes. Needs clone detection at the proof (same key, foreign nonce) and a per-start instance id in hellos.')
 def test_cloned_image_with_the_same_machine_id_through_a_school_server(daemons: list[DaemonProcess]) -> None:
     """The same clones and a school server S that syncs with each of them (as its scheduler
     would: S initiates). S keeps cursors per device id, and both clones have the same device

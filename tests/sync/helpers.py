@@ -27,7 +27,9 @@ from syncd.store.interface import ImportResult
 from syncd.sync import codec
 from syncd.sync.auth import device_id_of, public_bytes
 from syncd.sync.membership import Facility, mint_facility
-from syncd.sync.messages import Cursor, DeviceId, Epoch, Message, Subscription, in_subscription, vv_covers
+from syncd.sync.messages import (
+    DeviceId, Epoch, Instance, Message, PeerCursor, Subscription, in_subscription, vv_covers,
+)
 from syncd.sync.protocol import (
     EMPTY_VV, ClientSession, Export, Failed, Finished, Import, LoadPeer, LocalDevice, NeedChanges,
     NeedVersions, Output, Revocations, SaveCursor, SavePushSeq, Send, ServerSession, SessionSummary,
@@ -54,6 +56,7 @@ class InMemoryReplica:
         self.device_id = DeviceId(device_id_of(public_bytes(self.key)))
         self._epoch = Epoch(secrets.token_hex(8))
         self.peer_id = secrets.randbits(63) + 1
+        self.instance = Instance(secrets.token_hex(16))    # new at every (simulated) daemon start
         self.subscription: Subscription = subscription
         self.facility = facility
         self.revocations: tuple[bytes, ...] = ()            # what this replica passes on
@@ -63,7 +66,7 @@ class InMemoryReplica:
         self.rows: dict[str, dict[GroupKey, list[DerivedRow]]] = {}
         self.part_seq: dict[str, int] = {}
         self._feed = 0
-        self.cursors: dict[str, tuple[Cursor | None, Cursor | None]] = {}
+        self.cursors: dict[str, tuple[PeerCursor | None, PeerCursor | None]] = {}
         self.refuse: Callable[[str, bytes], str | None] | None = None   # hostile-import hook
         self.acknowledged: list[tuple[str, str, str | None]] = []        # (partition, record, event JSON)
         self._clock = 0
@@ -79,7 +82,26 @@ class InMemoryReplica:
 
     def local(self) -> LocalDevice:
         return LocalDevice(self.device_id, self._epoch, self.facility, self.subscription, self.key,
-                           self.revocations)
+                           self.revocations, instance=self.instance)
+
+    def restart(self) -> None:
+        """A daemon restart: same state dir (epoch, feed, cursors), a new instance and peer id."""
+        self.instance = Instance(secrets.token_hex(16))
+        self.peer_id = secrets.randbits(63) + 1
+        self.docs = {p: PartitionDoc.load([d.export_snapshot()], self.peer_id) for p, d in self.docs.items()}
+
+    def clone(self, name: str) -> "InMemoryReplica":
+        """A copy of the whole state dir started elsewhere with the same machine id: the same
+        key, device id, epoch, feed and cursors; its own instance and Loro peer id."""
+        twin = InMemoryReplica(name, subscription=self.subscription, facility=self.facility, key=self.key)
+        twin._epoch, twin.revocations = self._epoch, self.revocations
+        twin.docs = {p: PartitionDoc.load([d.export_snapshot()], twin.peer_id) for p, d in self.docs.items()}
+        twin.states = {p: PartitionState.from_records(p, d.records()) for p, d in twin.docs.items()}
+        twin.rows = {p: derive(st, st.groups(), self.facility.dataset_id) for p, st in twin.states.items()}
+        twin.part_seq, twin._feed = dict(self.part_seq), self._feed
+        twin.cursors, twin.acknowledged = dict(self.cursors), list(self.acknowledged)
+        twin._clock = self._clock
+        return twin
 
     def backup(self) -> dict[str, Any]:
         """What ``syncd backup`` would keep: documents, feed, cursors, acknowledged writes."""
@@ -91,6 +113,7 @@ class InMemoryReplica:
         written or received after it is gone from this replica."""
         self._epoch = Epoch(secrets.token_hex(8))
         self.peer_id = secrets.randbits(63) + 1
+        self.instance = Instance(secrets.token_hex(16))
         if backup is None:
             return
         self.docs = {p: PartitionDoc.load([snap], self.peer_id) for p, snap in backup["docs"].items()}

@@ -3,6 +3,7 @@ RemoteProtocolError (and nothing else), including on random bytes and random msg
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import zlib
 from typing import Any
@@ -15,17 +16,20 @@ from hypothesis import strategies as st
 from syncd.errors import LocalProtocolError, RemoteProtocolError
 from syncd.sync import codec
 from syncd.sync.messages import (
-    Ack, Bye, Changes, Cursor, Delta, DeviceId, Epoch, Error, Hello, Message, Offer, Proof, Sub, Want, to_wire,
+    Ack, Bye, Changes, Cursor, Delta, DeviceId, Epoch, Error, Hello, Instance, Message, Offer, Proof, Sub, Want,
+    to_wire,
 )
 
 USER = "user:" + "ab" * 16
 ANON = "anon:" + "cd" * 32
 VV = b"\x01\x05\x02"
 CURSOR = Cursor(Epoch("0123456789abcdef"), 42, "f" * 32)
-HELLO = Hello(1, 1, DeviceId("e" * 64), "0" * 16, bytes(range(32)), 1_700_000_000.25, Epoch("0123456789abcdef"))
+HELLO = Hello(2, 2, DeviceId("e" * 64), "0" * 16, bytes(range(32)), 1_700_000_000.25, Epoch("0123456789abcdef"),
+              Instance("0123456789abcdef" * 2))
 
 EXAMPLES: list[Message] = [
     HELLO,
+    dataclasses.replace(HELLO, version=1, min_version=1, instance=None),   # a version-1 hello, to refuse as such
     Proof(bytes(32)),
     Proof(bytes(32), bytes(64), bytes(32)),
     Sub("all", None, None),
@@ -135,7 +139,8 @@ def test_wrong_types_are_refused() -> None:
     hello = to_wire(HELLO)
     for key, value in [("nonce", "x" * 32), ("nonce", bytes(31)), ("clock", math.nan), ("clock", math.inf),
                        ("clock", True), ("clock", "now"), ("v", True), ("v", 1.0), ("device", "E" * 64),
-                       ("device", "e" * 63), ("tag", 5), ("epoch", None)]:
+                       ("device", "e" * 63), ("tag", 5), ("epoch", None), ("instance", None),
+                       ("instance", "0" * 16), ("instance", "A" * 32), ("instance", bytes(16))]:
         refused(plain([{**hello, key: value}]))
     refused(plain([{**hello, "extra": 1}]))             # no unknown keys
     refused(plain([{k: v for k, v in hello.items() if k != "clock"}]))

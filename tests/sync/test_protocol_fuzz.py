@@ -12,7 +12,7 @@ from hypothesis import strategies as st
 
 from syncd.logs.partitions import anon_partition, user_partition
 from syncd.sync.messages import (
-    Ack, Bye, Changes, Cursor, Delta, DeviceId, Epoch, Error, Hello, Message, Offer, Proof, Sub, Want,
+    Ack, Bye, Changes, Cursor, Delta, DeviceId, Epoch, Error, Hello, Instance, Message, Offer, Proof, Sub, Want,
 )
 from syncd.sync.protocol import EMPTY_VV, ClientSession, Failed, ServerSession
 from tests.sync.helpers import CERT, FACILITY, InMemoryReplica, execute, new_user, sync_pair
@@ -29,7 +29,7 @@ cursors = st.none() | st.builds(Cursor, st.just(Epoch("0" * 16)), st.integers(0,
 messages: st.SearchStrategy[Message] = st.one_of(
     st.builds(Hello, st.integers(0, 3), st.integers(0, 3), st.sampled_from([DeviceId("e" * 64), DeviceId("f" * 64)]),
               st.sampled_from([FACILITY.tag, "0" * 16]), st.binary(min_size=32, max_size=32),
-              st.floats(0, 2e9), st.just(Epoch("1" * 16))),
+              st.floats(0, 2e9), st.just(Epoch("1" * 16)), st.none() | st.just(Instance("2" * 32))),
     st.builds(Proof, st.binary(min_size=32, max_size=32), st.none() | st.binary(min_size=64, max_size=64),
               st.none() | st.binary(min_size=32, max_size=32)),
     st.builds(Sub, st.sampled_from(["all", frozenset({U1})]), st.none(), cursors),

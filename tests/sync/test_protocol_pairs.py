@@ -12,9 +12,10 @@ from syncd.errors import LocalProtocolError
 from syncd.logs.partitions import anon_partition, user_partition
 from syncd.sync import auth
 from syncd.sync.membership import mint_facility
-from syncd.sync.messages import Changes, Error, Hello, Message, Proof, Sub
+from syncd.discovery import txt
+from syncd.sync.messages import Changes, Error, Hello, Instance, Message, Proof, Sub
 from syncd.sync.protocol import (
-    ClientSession, Failed, LoadPeer, Send, ServerSession, State, scope_hash,
+    PROTOCOL_VERSION, ClientSession, Failed, LoadPeer, Send, ServerSession, State, scope_hash,
 )
 from tests.sync.helpers import CERT, InMemoryReplica, converge_check, new_user, sync_pair
 
@@ -53,7 +54,8 @@ def test_full_sync_moves_everything_both_ways() -> None:
     assert [kinds(f) for _, f in result.frames][4:] == [
         ["Want"], ["Delta"], ["Ack", "Offer"], ["Want"], ["Delta"] * 3, ["Ack"], ["Ack", "Bye"]]
     pull, push = a.cursors[b.device_id]
-    assert pull is not None and pull.epoch == b.epoch and push is not None and push.epoch == a.epoch
+    assert pull is not None and pull.cursor.epoch == b.epoch and push is not None and push.cursor.epoch == a.epoch
+    assert pull.instance == push.instance == b.instance       # kept with the server instance they came from
 
 
 def test_revocations_travel_both_ways_after_the_proofs() -> None:
@@ -162,7 +164,15 @@ def test_push_seq_advances_only_after_every_offer_is_acked() -> None:
 def test_epoch_change_forces_a_full_exchange() -> None:
     a, b, users = school()
     assert sync_pair(a, b).ok
+    b.restore()                           # a restore is a new start too: the client drops its cursors
+    result = sync_pair(a, b)
+    assert result.ok and result.server is not None and result.server.full and result.client is not None
+    assert "no cursor" in result.server.full_reason and "another instance" in result.client.full_reason
+    # the server checks the epoch itself, whatever the client sends
+    assert sync_pair(a, b).ok
+    instance = b.instance
     b.restore()
+    b.instance = instance
     result = sync_pair(a, b)
     assert result.ok and result.server is not None and result.server.full
     assert "epoch" in result.server.full_reason
@@ -324,13 +334,148 @@ def test_version_below_the_minimum_is_refused() -> None:
     assert result.client is not None and "not compatible" in result.client.reason
 
 
-def test_own_device_id_is_refused() -> None:
+def test_a_self_connection_is_refused() -> None:
+    """A daemon that reaches its own peer port (its own mDNS advert, a static peer naming
+    itself): the same device id AND the same instance. Nothing is stored, no cursor."""
     a, _, _ = school()
-    clone = InMemoryReplica("clone", key=a.key)        # a copied state dir: same device key
-    clone.start(new_user())
-    result = sync_pair(clone, a)
-    assert result.server is not None and "own device id" in result.server.reason
-    assert result.client is not None and result.client.outcome == "failed"
+    a.cursors.clear()
+    before = (a.raw_json(), dict(a.cursors))
+    result = sync_pair(a, a)
+    assert result.round_trips == 1
+    assert result.server is not None and "own device id and instance" in result.server.reason
+    assert result.client is not None and "peer refused: own_device" in result.client.reason
+    assert (a.raw_json(), dict(a.cursors)) == before
+
+
+def assert_holds_every_acknowledged_write(replicas: list[InMemoryReplica]) -> None:
+    for writer in replicas:
+        for holder in replicas:
+            missing = [w for w in writer.acknowledged if not holder.holds(*w)]
+            assert not missing, f"{holder.name} lacks {len(missing)} writes of {writer.name}: {missing[:3]}"
+
+
+def cloned_tablet() -> tuple[InMemoryReplica, InMemoryReplica, str, str]:
+    """A tablet with logs and a clone of its whole state dir that kept the machine id (same
+    key, device id, epoch, feed, cursors). Both then write: to the same record of a shared
+    learner, new sessions, and a learner of their own; the clone's feed runs further."""
+    shared = new_user()
+    a = InMemoryReplica("original")
+    session = a.start(shared)
+    a.update(shared, session)
+    a.start(new_user())
+    b = a.clone("clone")
+    assert (b.device_id, b.epoch, b.feed_seq) == (a.device_id, a.epoch, a.feed_seq) and b.instance != a.instance
+    a.update(shared, session, 0.1, 4.0)
+    a.start(new_user())
+    b.update(shared, session, 0.2, 8.0)
+    b.start(shared)
+    own = new_user()
+    b.update(own, b.start(own), 0.3, 16.0)
+    b.update(own, b.start(own), 0.3, 32.0)
+    return a, b, shared, session
+
+
+def test_a_clone_with_our_device_id_is_accepted_and_both_converge() -> None:
+    a, b, shared, session = cloned_tablet()
+    result = sync_pair(b, a)
+    assert result.ok, result
+    assert result.client is not None and result.server is not None
+    assert result.client.clone and result.server.clone
+    assert result.client.peer == result.server.peer == a.device_id
+    assert result.client.peer_instance == a.instance and result.server.peer_instance == b.instance
+    assert sync_pair(a, b).ok
+    converge_check([a, b])
+    assert_holds_every_acknowledged_write([a, b])
+    # a stranger is no clone
+    other = InMemoryReplica("other")
+    result = sync_pair(other, a)
+    assert result.ok and result.client is not None and not result.client.clone
+
+
+def test_a_cursor_from_another_instance_is_not_used() -> None:
+    """A school server S pulls from and pushes to two clones of one tablet in turn. Both
+    have the same device id and epoch, but their change feeds diverged: S must not use the
+    cursors it got from one with the other (it would skip writes); it does a full exchange."""
+    a, b, _, _ = cloned_tablet()
+    s = InMemoryReplica("server")
+    s.start(new_user())
+    first = sync_pair(s, a)
+    assert first.ok
+    pull, push = s.cursors[a.device_id]
+    assert pull is not None and push is not None and pull.instance == push.instance == a.instance
+    # the clone's feed runs further than the original's: that cursor would skip its writes
+    assert a.feed_seq < b.feed_seq and pull.cursor.epoch == b.epoch
+
+    result = sync_pair(s, b)
+    assert result.ok and result.client is not None and result.server is not None
+    assert result.server.full and "no cursor" in result.server.full_reason
+    assert "another instance" in result.client.full_reason
+    (sub_c,) = [m for side, f in result.frames if side == "c" for m in f if isinstance(m, Sub)]
+    assert sub_c.cursor is None, "the cursor of the original went to its clone"
+    kept = s.cursors[b.device_id][0]
+    assert kept is not None and kept.instance == b.instance    # replaced: now kept for the clone's instance
+
+    for _ in range(2):                    # and round again: each time a full exchange, nothing lost
+        for tablet in (a, b):
+            again = sync_pair(s, tablet)
+            assert again.ok and again.client is not None and "another instance" in again.client.full_reason
+    converge_check([s, a, b])
+    assert_holds_every_acknowledged_write([s, a, b])
+
+
+def test_a_restarted_server_costs_one_full_exchange() -> None:
+    a, b, _ = school()
+    assert sync_pair(a, b).ok
+    steady = sync_pair(a, b)
+    assert steady.ok and steady.server is not None and not steady.server.full
+    b.restart()                           # same state dir, a new instance
+    result = sync_pair(a, b)
+    assert result.ok and result.server is not None and result.server.full and result.client is not None
+    assert "another instance" in result.client.full_reason
+    after = sync_pair(a, b)
+    assert after.ok and after.server is not None and not after.server.full
+    converge_check([a, b])
+
+
+def test_hellos_without_an_instance_are_refused() -> None:
+    a, b, _ = school()
+
+    def version_1(side: str, trip: int, frame: tuple[Message, ...]) -> tuple[Message, ...]:
+        if side == "c" and isinstance(frame[0], Hello):
+            return (dataclasses.replace(frame[0], version=1, min_version=1, instance=None),)
+        return frame
+
+    result = sync_pair(a, b, tamper=version_1)
+    assert result.server is not None and "protocol version 1 (min 1)" in result.server.reason
+    assert result.client is not None and "peer refused: version" in result.client.reason
+
+    def no_instance(side: str, trip: int, frame: tuple[Message, ...]) -> tuple[Message, ...]:
+        if side == "s" and isinstance(frame[0], Hello):
+            return (dataclasses.replace(frame[0], instance=None),)
+        return frame
+
+    result = sync_pair(a, b, tamper=no_instance)
+    assert result.client is not None and "no instance" in result.client.reason
+
+
+def test_the_proofs_bind_the_instances() -> None:
+    """A man in the middle who swaps the instance in a hello (to make a device take its
+    clone for itself, or a restart for the same instance) breaks the proofs."""
+    a, b, _ = school()
+    before = (a.raw_json(), b.raw_json(), dict(a.cursors), dict(b.cursors))
+
+    def swap(side: str, trip: int, frame: tuple[Message, ...]) -> tuple[Message, ...]:
+        if side == "c" and isinstance(frame[0], Hello):
+            return (dataclasses.replace(frame[0], instance=Instance("0" * 32)),)
+        return frame
+
+    result = sync_pair(a, b, tamper=swap)
+    assert result.server is not None and "proof does not verify" in result.server.reason
+    nothing_moved(a, b, before)
+
+
+def test_the_advert_names_the_protocol_version() -> None:
+    assert txt.PROTOCOL_VERSION == PROTOCOL_VERSION
 
 
 def test_revoked_device_gets_no_data() -> None:

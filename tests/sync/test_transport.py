@@ -31,6 +31,7 @@ from tests.sync.helpers import FACILITY, InMemoryReplica, converge_check, new_us
 @dataclass(frozen=True)
 class Ident:
     device_id: str
+    instance_id: str
     private_key: Ed25519PrivateKey
 
 
@@ -80,7 +81,7 @@ async def peer_factory(tmp_path: Path) -> AsyncIterator[PeerFactory]:
         requests: list[tuple[str, int]] = []
         clock = FakeClock()
         facility: list[Facility | None] = [replica.facility]
-        app = make_peer_app(replica, Ident(replica.device_id, replica.key), lambda: facility[0],
+        app = make_peer_app(replica, Ident(replica.device_id, replica.instance, replica.key), lambda: facility[0],
                             certificate=certificate, subscription=replica.subscription, is_revoked=revoked,
                             config=config, on_session=reports.append, routes=routes or (), clock=clock)
 
@@ -105,7 +106,7 @@ async def peer_factory(tmp_path: Path) -> AsyncIterator[PeerFactory]:
 
 
 def client_for(replica: InMemoryReplica, **kwargs: object) -> PeerClient:
-    return PeerClient(replica, Ident(replica.device_id, replica.key), lambda: replica.facility,
+    return PeerClient(replica, Ident(replica.device_id, replica.instance, replica.key), lambda: replica.facility,
                       subscription=replica.subscription, peer_state=MemoryPeerState(), timeout=10.0,
                       **kwargs)  # type: ignore[arg-type]
 
