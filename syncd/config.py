@@ -274,6 +274,7 @@ class StoreSettings:
     """``[store]``: tuning of the storage engine."""
 
     cache_documents: int = field(default=64, metadata=_check(_int(1)))
+    cache_decoded: int = field(default=8, metadata=_check(_int(1)))
     compact_after: int = field(default=256, metadata=_check(_int(1)))
     group_commit: bool = field(default=True, metadata=_check(_bool))
 

@@ -111,6 +111,7 @@ async def _serve(settings: Settings, print_ready: bool) -> int:
     store = await SqliteStore.open(
         settings.device.state_dir,
         cache_documents=settings.store.cache_documents,
+        cache_decoded=settings.store.cache_decoded,
         compact_after=settings.store.compact_after,
         group_commit=settings.store.group_commit,
     )

@@ -46,7 +46,8 @@ RowKey = tuple[DerivedModel, str]  # (model, id)
 Stored = tuple[bytes, "str | None", str]   # (digest of the row JSON, channel_id, sort_key)
 
 
-def _digest(text: str) -> bytes:
+def row_digest(text: str) -> bytes:
+    """What the row memory keeps of a row's JSON."""
     return hashlib.blake2b(text.encode(), digest_size=16).digest()
 
 
@@ -73,7 +74,7 @@ def diff_group(group: GroupKey, rows: Sequence[DerivedRow], previous: Mapping[Ro
         for row in rows:
             text = row.to_json()
             upserts.append((row, text))
-            after[(row.model, row.id)] = (_digest(text), row.channel_id, row.sort_key)
+            after[(row.model, row.id)] = (row_digest(text), row.channel_id, row.sort_key)
         return GroupChange(group, upserts, (), replace=True), after
     change, after = diff_partial(group, rows, previous, changed_only=False)
     deletes = [key for key in previous if key not in after]
@@ -92,7 +93,7 @@ def diff_partial(group: GroupKey, rows: Sequence[DerivedRow], previous: Mapping[
         key = (row.model, row.id)
         text = row.to_json()
         old = previous.get(key)
-        stored = (_digest(text), row.channel_id, row.sort_key)
+        stored = (row_digest(text), row.channel_id, row.sort_key)
         if old is None or old[1] != stored[1] or old[2] != stored[2]:
             upserts.append((row, text))
         elif old[0] != stored[0]:

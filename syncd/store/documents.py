@@ -19,7 +19,7 @@ import json
 import re
 import zlib
 from dataclasses import dataclass, field
-from typing import Any, Iterable, Sequence
+from typing import Any, Callable, Iterable, Sequence
 
 import orjson
 from loro import EncodedBlobMode, ExportMode, LoroDoc, VersionVector
@@ -74,7 +74,7 @@ def _strict_json(text: object, where: str) -> dict[str, Any]:
         try:
             canonical = canonical_json(value)
         except ValueError:  # NaN, Infinity, 1e999
-            raise InvalidRecordError(where, "invalid JSON: holds a number that is not finite") from None
+            raise InvalidRecordError(where, "invalid JSON: holds NaN or an infinite number") from None
         if canonical == text:
             return value
     raise InvalidRecordError(where, "not in canonical form (compact, floats as repr, no escapes but the necessary ones)")
@@ -350,7 +350,7 @@ class PartitionDoc:
         leaving this document as it was (the check runs on a fork)."""
         self.fork().import_checked(data)
 
-    def import_checked(self, data: bytes) -> CheckedImport:
+    def import_checked(self, data: bytes, before_state: Callable[[frozenset[str]], None] | None = None) -> CheckedImport:
         """Import a peer's update bytes once every operation they carry fits the layout.
 
         **On InvalidRecordError this document may hold the refused operations** (in its op
@@ -371,7 +371,9 @@ class PartitionDoc:
         dependencies this document lacks (their operations could not be read, and would be
         applied unchecked once the dependencies came). Only then is the document attached
         again, which applies the update to its state. Content (kinds, JSON texts) is left to
-        strict decoding of the touched records.
+        strict decoding of the touched records. ``before_state`` is called with the ids of
+        the records the update touches while the state is still the previous one (to read
+        their previous versions).
         """
         try:
             meta = LoroDoc.decode_import_blob_meta(data, False)  # import_ checks the checksum
@@ -408,8 +410,11 @@ class PartitionDoc:
             for op in change.get("ops") or ():
                 check.op(op.get("container"), op.get("content"))
         self._check_references(check)
+        touched = frozenset(check.created | check.records_used | check.lists_used)
+        if before_state is not None:
+            before_state(touched)
         doc.attach()
-        return CheckedImport(changed=True, touched=frozenset(check.created | check.records_used | check.lists_used))
+        return CheckedImport(changed=True, touched=touched)
 
     def _check_references(self, check: _UpdateCheck) -> None:
         """Every record written exists or is created, and so does every "e" list pushed to;

@@ -17,6 +17,12 @@ Theory of operation (DESIGN §4, §10):
   and answers ``StoreUnavailableError``.
 * **Reads** run on reader threads with their own connections: they see committed rows.
 * **Documents** load lazily (snapshot + update tail) and are evicted least recently used.
+  Only the ``cache_decoded`` most recently used of them are *hot*: they hold their Loro
+  document and decoded raw records. A Loro document takes about 1.5 KB per raw record in
+  memory and decoded records about twice that again, so the others keep only their index
+  (each record's derivation group) and row memory, and reload the document (a snapshot
+  and a short tail, about 1 ms) when next written to or imported into; a reader then
+  decodes only the groups it needs.
   When a partition's tail reaches ``compact_after`` rows it is replaced by a full
   snapshot (history kept: never a shallow snapshot) in the same transaction.
 """
@@ -37,7 +43,7 @@ from typing import Any, Callable, Collection, Mapping, Sequence, TypeVar
 
 from syncd.errors import InvalidRecordError, StoreUnavailableError
 from syncd.logs.aggregate import derive, derive_changes
-from syncd.logs.records import DERIVED_MODELS, DerivedModel, DerivedRow, GroupKey
+from syncd.logs.records import DERIVED_MODELS, DerivedModel, DerivedRow, GroupKey, RawRecord
 from syncd.logs.integrity import check_growth
 from syncd.logs.partitions import matches
 from syncd.logs.state import PartitionState, group_of
@@ -165,12 +171,21 @@ class _Writer:
 
 @dataclass
 class _Loaded:
-    """A partition held in memory: its document, its decoded state, its update tail."""
+    """A partition held in memory: its update tail, its row memory and, once it was hot,
+    its index; a hot partition also holds its document and decoded records."""
 
-    doc: PartitionDoc
-    state: PartitionState
+    doc: PartitionDoc | None  # None: released (SqliteStore._hot reloads it)
     next_seq: int       # seq of the next doc_updates row
     tail: int           # doc_updates rows since the snapshot
+    state: PartitionState | None = None  # None: never decoded (SqliteStore._hot decodes)
+
+    def records_named(self, record_ids: Sequence[str]) -> list[RawRecord]:
+        """The state's loader: from the document held now (a released one is reloaded
+        before any reader runs; a loader bound to one document object would read a stale
+        one after that, and keep it alive)."""
+        if self.doc is None:
+            raise RuntimeError("a released partition's records were read before it was made hot")
+        return self.doc.records_named(record_ids)
     # The committed derived rows of each group refolded since the load, so a write
     # stores only the rows it changed (a group not in here is rewritten whole).
     written: dict[GroupKey, dict[derived.RowKey, derived.Stored]] = field(default_factory=dict)
@@ -192,6 +207,7 @@ class SqliteStore:
         state_dir: Path,
         *,
         cache_documents: int = 64,
+        cache_decoded: int = 8,
         compact_after: int = 256,
         group_commit: bool = True,
     ) -> "SqliteStore":
@@ -199,13 +215,14 @@ class SqliteStore:
         state_dir = Path(state_dir)
         self._lock = StateDirLock(state_dir)
         try:
-            self._init(state_dir, cache_documents, compact_after, group_commit)
+            self._init(state_dir, cache_documents, cache_decoded, compact_after, group_commit)
         except BaseException:
             self._lock.close()
             raise
         return self
 
-    def _init(self, state_dir: Path, cache_documents: int, compact_after: int, group_commit: bool) -> None:
+    def _init(self, state_dir: Path, cache_documents: int, cache_decoded: int, compact_after: int,
+              group_commit: bool) -> None:
         self.path = state_dir / DB_FILE
         conn = connect(self.path)
         try:
@@ -223,6 +240,8 @@ class SqliteStore:
         self._cache: OrderedDict[str, _Loaded] = OrderedDict()
         self._locks: defaultdict[str, asyncio.Lock] = defaultdict(asyncio.Lock)
         self._cache_documents = cache_documents
+        self._decoded: OrderedDict[str, None] = OrderedDict()  # partitions whose state is decoded, LRU
+        self._cache_decoded = min(cache_decoded, cache_documents)
         self._compact_after = compact_after
         self._listeners: list[Callable[[str, int], None]] = []
         self._closed = False
@@ -240,14 +259,15 @@ class SqliteStore:
     async def write(self, partition: str, decide: Decide) -> WriteResult:
         async with self._locks[partition]:
             loaded = await self._get(partition)
-            result = decide(loaded.state)  # may raise: nothing applied yet
+            doc, state = await self._hot(partition, loaded)
+            result = decide(state)  # may raise: nothing applied yet
             if not result.mutations:
                 return result
             try:
-                update = loaded.doc.apply(result.mutations)
-                touched = loaded.state.apply(result.mutations)
+                update = doc.apply(result.mutations)
+                touched = state.apply(result.mutations)
                 # only the rows this write can have changed, for groups whose rows we hold
-                rows, partial = derive_changes(loaded.state, touched, self.dataset_id, loaded.written)
+                rows, partial = derive_changes(state, touched, self.dataset_id, loaded.written)
             except BaseException:
                 self._evict(partition)
                 raise
@@ -261,12 +281,18 @@ class SqliteStore:
         update: bytes,
         rows: Mapping[GroupKey, Sequence[DerivedRow]],
         partial: Collection[GroupKey] = (),
+        *,
+        compact: bool = False,
     ) -> None:
         """Commit an applied change (caller holds the partition lock); on failure evict
         the document, which now holds ops that were never stored. ``rows`` holds every
         row of each touched group, except for the groups in ``partial``: only the rows
-        that may have changed (the others are as ``loaded.written`` has them)."""
-        snapshot = loaded.doc.export_snapshot() if loaded.tail + 1 >= self._compact_after else None
+        that may have changed (the others are as ``loaded.written`` has them).
+        ``compact``: store a snapshot now, whatever the tail's length."""
+        # (the caller made the partition hot and has not awaited since: the document is there)
+        assert loaded.doc is not None
+        compact = compact or loaded.tail + 1 >= self._compact_after
+        snapshot = loaded.doc.export_snapshot() if compact else None
         seq = loaded.next_seq
         self._feed_seq += 1
         changes = []
@@ -323,8 +349,40 @@ class SqliteStore:
     async def _load(self, partition: str) -> _Loaded:
         snapshot_seq, blobs, last_seq = await self._read(lambda c: _read_blobs(c, partition))
         doc = PartitionDoc.load(blobs, self.identity.peer_id)
-        state = PartitionState.from_records(partition, doc.records())
-        return _Loaded(doc, state, next_seq=last_seq + 1, tail=last_seq - snapshot_seq)
+        return _Loaded(doc, next_seq=last_seq + 1, tail=last_seq - snapshot_seq)
+
+    async def _load_doc(self, partition: str) -> PartitionDoc:
+        _, blobs, _ = await self._read(lambda c: _read_blobs(c, partition))
+        return PartitionDoc.load(blobs, self.identity.peer_id)
+
+    async def _hot(self, partition: str, loaded: _Loaded) -> tuple[PartitionDoc, PartitionState]:
+        """A loaded partition's document and records (the caller holds its lock), made
+        hot: reloaded and decoded if need be. Only the ``cache_decoded`` most recently used
+        partitions stay hot; the others release their document and decoded records.
+
+        Releasing another partition is safe even while a write holds its lock: every user
+        of a document or a state reads it between two awaits, never across one (a commit
+        in flight needs neither, and no one can reload the partition before it ends)."""
+        if loaded.doc is None:
+            loaded.doc = await self._load_doc(partition)
+        doc = loaded.doc
+        if loaded.state is None:
+            loaded.state = PartitionState.from_records(partition, doc.records(), loader=loaded.records_named)
+        state = loaded.state
+        self._decoded[partition] = None
+        self._decoded.move_to_end(partition)
+        for name in list(self._decoded):
+            if len(self._decoded) <= self._cache_decoded:
+                break
+            if name == partition:
+                continue
+            del self._decoded[name]
+            held = self._cache.get(name)
+            if held is not None:
+                held.doc = None
+                if held.state is not None:
+                    held.state.shed()  # keeps the index: a later reader decodes its groups only
+        return doc, state
 
     def _shrink_cache(self) -> None:
         for name in list(self._cache):
@@ -333,9 +391,12 @@ class SqliteStore:
             if self._locks[name].locked():
                 continue  # in use: evict later
             del self._cache[name]
+            self._decoded.pop(name, None)
 
     def _evict(self, partition: str) -> None:
+        """Forget a partition (its document may hold operations that were never stored)."""
         self._cache.pop(partition, None)
+        self._decoded.pop(partition, None)
 
     # --- reads --------------------------------------------------------------------------
     async def _read(self, fn: Callable[[sqlite3.Connection], T]) -> T:
@@ -374,8 +435,9 @@ class SqliteStore:
             store_bytes=size,
             digests=digests,
             feed_seq=self._feed_seq,
-            loaded_documents=len(self._cache),
-            extra={"commits": self._writer.commits, "committed_jobs": self._writer.jobs},
+            loaded_documents=sum(1 for held in self._cache.values() if held.doc is not None),
+            extra={"commits": self._writer.commits, "committed_jobs": self._writer.jobs,
+                   "indexed_partitions": len(self._cache)},
         )
 
     async def partitions(self) -> list[str]:
@@ -384,7 +446,8 @@ class SqliteStore:
     async def raw_records(self, partition: str) -> PartitionState:
         """A copy of a partition's committed raw records (tests, diagnostics)."""
         async with self._locks[partition]:
-            return (await self._get(partition)).state.copy()
+            loaded = await self._get(partition)
+            return (await self._hot(partition, loaded))[1].copy()
 
     # --- sync (SyncStore) -------------------------------------------------------------------
     @property
@@ -420,13 +483,12 @@ class SqliteStore:
     async def export_missing(self, partition: str, their_version: bytes) -> bytes:
         async with self._locks[partition]:
             loaded = self._cache.get(partition)
-            if loaded is not None:
+            if loaded is not None and loaded.doc is not None:
                 doc = loaded.doc
-            elif await self._held(partition):
+            elif loaded is not None or await self._held(partition):
                 # Exporting needs the document only: no decoding, and no cache churn (a
                 # full sync of a large school would otherwise evict every writer's doc).
-                _, blobs, _ = await self._read(lambda c: _read_blobs(c, partition))
-                doc = PartitionDoc.load(blobs, self.identity.peer_id)
+                doc = await self._load_doc(partition)
             else:
                 return b""
             if doc.version() == their_version:
@@ -440,28 +502,30 @@ class SqliteStore:
     async def import_chunk(self, partition: str, data: bytes, *, source: str) -> ImportResult:
         async with self._locks[partition]:
             loaded = await self._get(partition)
-            fresh = len(loaded.state) == 0  # a first import: decode everything
+            doc, state = await self._hot(partition, loaded)
+            fresh = len(state) == 0  # a first import: decode everything
             try:
                 # Checked by its operations first, cheap to refuse. The document is changed
                 # in place: on any refusal from here on it holds ops that are not stored,
                 # so it is evicted (the except below) and reloaded from the committed rows.
-                checked = loaded.doc.import_checked(data)
+                # (the touched records' groups are decoded while the state is the old one)
+                checked = doc.import_checked(data, before_state=state.prefetch)
                 if not checked.changed:
                     return ImportResult(partition, changed=False, pending=False, touched_groups=0, records=0)
                 # Only what the chunk touched is decoded and checked; the rest is as committed.
-                after = loaded.doc.records(strict=True) if fresh else loaded.doc.records_named(sorted(checked.touched), strict=True)
-                grown = check_growth({r.id: loaded.state.records[r.id] for r in after if r.id in loaded.state.records}, after)
-                merged = dict(loaded.state.records)
-                merged.update((r.id, r) for r in grown)
-                loaded.state = PartitionState.from_records(partition, merged.values())
-                touched = {group_of(r) for r in grown}  # creation fields (so groups) never change
-                rows = derive(loaded.state, touched, self.dataset_id)
+                after = doc.records(strict=True) if fresh else doc.records_named(sorted(checked.touched), strict=True)
+                previous = {r.id: state.get(r.id) for r in after}
+                grown = check_growth({i: r for i, r in previous.items() if r is not None}, after)
+                touched = state.absorb(grown)  # creation fields (so groups) never change
+                rows = derive(state, touched, self.dataset_id)
             except BaseException:
                 self._evict(partition)
                 raise
             # The peer's bytes are stored as they came: every change they carry is checked,
-            # and any we already had are skipped again when the document is next loaded.
-            await self._commit_change(partition, loaded, data, rows)
+            # and any we already had are skipped again when the document is next loaded. A
+            # first import is stored as a snapshot at once: a document loads from a snapshot
+            # several times faster than from the updates it was built of.
+            await self._commit_change(partition, loaded, data, rows, compact=fresh)
             log.debug("imported %d records into %s from %s", len(grown), partition, source)
             return ImportResult(partition, changed=True, pending=False, touched_groups=len(touched), records=len(grown))
 
@@ -478,13 +542,16 @@ class SqliteStore:
             await lock.acquire()
             try:
                 loaded = self._cache.get(partition)
-                if loaded is None:
-                    loaded = await self._load(partition)
-                    if len(self._cache) < self._cache_documents:  # keep it while there is room
-                        self._cache[partition] = loaded
-                loaded.written.clear()
-                groups = derive(loaded.state, loaded.state.groups(), self.dataset_id)
-                records += len(loaded.state)
+                if loaded is not None:
+                    loaded.written.clear()
+                # Streams: a partition that is not hot is loaded and decoded for its fold only.
+                if loaded is not None and partition in self._decoded and loaded.state is not None:
+                    state = loaded.state
+                else:
+                    state = PartitionState.from_records(partition, (await self._load_doc(partition)).records())
+                groups = derive(state, state.groups(), self.dataset_id)
+                records += len(state)
+                del state
                 rows += sum(len(r) for r in groups.values())
                 job = _rebuild_job(partition, groups)
                 pending.append((lock, asyncio.ensure_future(self._writer.submit(job))))

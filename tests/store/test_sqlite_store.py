@@ -104,6 +104,27 @@ async def test_partial_row_writes_equal_a_rebuild(tmp_path: Path) -> None:
         await store.close()
 
 
+async def test_partitions_decoded_again_write_the_same_rows(tmp_path: Path) -> None:
+    """With one partition kept decoded (cache_decoded=1), interleaved writes to three
+    learners decode each partition again and again: the rows they store must be what a
+    rebuild writes. (Row ids are random per store, so two stores are not compared.)"""
+    lean = await SqliteStore.open(tmp_path / "lean", cache_decoded=1)
+    roomy = await SqliteStore.open(tmp_path / "roomy")
+    try:
+        users = [uuid.uuid4().hex for _ in range(3)]
+        for store in (lean, roomy):
+            await asyncio.gather(*(_mixed_workload(store, user, 0) for user in users))
+        status = await lean.status()
+        assert status.loaded_documents == 1 and status.extra["indexed_partitions"] == 3
+        assert (await roomy.status()).loaded_documents == 3
+        written = await _tables(lean)
+        await lean.rebuild()
+        assert await _tables(lean) == written
+    finally:
+        await lean.close()
+        await roomy.close()
+
+
 async def test_a_row_missing_from_the_table_is_written_again(tmp_path: Path) -> None:
     """The row memory is an optimisation: an update of a row that is not in its table (rows
     dropped behind the store's back) inserts it."""
@@ -167,3 +188,51 @@ async def test_a_refused_chunk_leaves_no_trace_in_the_loaded_document(tmp_path: 
     finally:
         await source.close()
         await target.close()
+
+
+# --- a shed state decodes group by group ------------------------------------------------------------
+async def test_a_shed_state_reads_and_folds_like_a_whole_one(tmp_path: Path) -> None:
+    """PartitionState.shed keeps the index and drops the records; each reader then decodes
+    one group through the loader. Rows, lookups and a later write must be as on a state
+    that never shed."""
+    from syncd.logs.aggregate import derive
+    from syncd.logs.records import AppendEvent, RawRecord
+    from syncd.logs.state import PartitionState, group_of
+
+    store = await open_sqlite(tmp_path)
+    try:
+        user = uuid.uuid4().hex
+        partition = user_partition(user)
+        await _mixed_workload(store, user, 0)
+        whole = await store.raw_records(partition)
+    finally:
+        await store.close()
+    by_id = {r.id: r for r in whole.all_records()}
+    loads: list[list[str]] = []
+
+    def loader(ids: Any) -> list[RawRecord]:
+        loads.append(list(ids))
+        return [RawRecord(i, by_id[i].kind, by_id[i].fields, list(by_id[i].events)) for i in ids]
+
+    lazy = PartitionState.from_records(partition, loader(list(by_id)), loader=loader)
+    loads.clear()
+    lazy.shed()
+    assert lazy.decoded == 0 and len(lazy) == len(whole) and lazy.groups() == whole.groups()
+
+    def rows_of(state: PartitionState) -> list[str]:
+        return [r.to_json() for rows_ in derive(state, state.groups(), "d" * 32).values() for r in rows_]
+
+    assert rows_of(lazy) == rows_of(whole)
+    assert sorted(map(tuple, loads)) == sorted(tuple(i for i in by_id if group_of(by_id[i]) == g) for g in whole.groups())
+
+    lazy.shed()
+    session = next(r for r in whole.all_records() if r.kind == "session")
+    found = lazy.get(session.id)
+    assert found is not None and found.events == session.events
+    assert lazy.decoded == len(whole.in_group(group_of(session)))  # that group only
+    assert [r.id for r in lazy.of_kind("usersession")] == [r.id for r in whole.of_kind("usersession")]
+
+    event = {"at": "2025-01-06T12:00:00.000000+00:00", "device_id": "f" * 64, "seq": 1, "progress_delta": 0.5}
+    lazy.shed()
+    assert lazy.apply([AppendEvent(session.id, event)]) == whole.apply([AppendEvent(session.id, event)])
+    assert rows_of(lazy) == rows_of(whole)
