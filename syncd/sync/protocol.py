@@ -195,6 +195,7 @@ class Finished:
 class Failed:
     reason: str
     summary: SessionSummary
+    code: str | None = None  # the error code told the peer (None: a local reason)
 
 
 @dataclass(frozen=True)
@@ -432,7 +433,7 @@ class _Session:
     def _failed(self, reason: str, code: str | None = None) -> list[Output]:
         self.state = State.FAILED
         out: list[Output] = [Send((Error(code, reason[:1000]),))] if code else []
-        return out + [Failed(reason, self.summary(reason))]
+        return out + [Failed(reason, self.summary(reason), code)]
 
     def _check_hello(self, hello: Hello) -> None:
         if hello.version < MIN_VERSION or min(hello.version, PROTOCOL_VERSION) < hello.min_version:

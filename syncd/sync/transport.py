@@ -232,6 +232,8 @@ class PeerServerConfig:
     max_body: int = codec.MAX_FRAME
     delta_budget: int = DELTA_BUDGET
     proof_deadline: float = 5.0         # seconds from hello to a valid proof
+    refused_backoff: float = 300.0      # seconds a member whose chunk we refused is turned away
+    max_refused_backoff: float = 3600.0  # (doubling with each refusal in a row, up to this)
 
 
 class PeerServer:
@@ -248,10 +250,30 @@ class PeerServer:
         self.certificate, self.subscription, self.is_revoked = certificate, subscription, is_revoked
         self.config, self.on_session, self.clock, self.entropy = config, on_session, clock, entropy
         self.sessions: dict[str, _Entry] = {}
+        # Members whose chunk we refused: device id -> (turned away until, refusals in a row).
+        # A refusal is the member's fault (it sent what no honest peer writes) and would
+        # happen again at once: its sessions are turned away after the hello until then.
+        self.backoff: dict[str, tuple[float, int]] = {}
+
+    def _back_off(self, device: str) -> None:
+        _, count = self.backoff.get(device, (0.0, 0))
+        delay = min(self.config.max_refused_backoff, self.config.refused_backoff * 2 ** count)
+        self.backoff[device] = (self.clock() + delay, count + 1)
+        log.warning("turning peer %s away for %.0f s: it sent a chunk we refused", device[:12], delay)
+
+    def _backed_off(self, device: str | None) -> float | None:
+        """Seconds a device is still turned away for, or None."""
+        until = self.backoff.get(device, (0.0, 0))[0] if device is not None else 0.0
+        left = until - self.clock()
+        return left if left > 0 else None
 
     def _end(self, key: str, entry: _Entry, ends: list[Finished | Failed]) -> None:
         self.sessions.pop(key, None)
         for end in ends:
+            if isinstance(end, Failed) and end.code == "refused" and end.summary.peer is not None:
+                self._back_off(end.summary.peer)  # (a chunk is only imported after the proofs)
+            elif isinstance(end, Finished) and end.summary.peer is not None:
+                self.backoff.pop(end.summary.peer, None)
             report = _report("server", entry.address, end.summary, end.summary.reason, entry.bytes_in,
                              entry.bytes_out, self.clock() - entry.started)
             _log_end(report)
@@ -347,6 +369,11 @@ class PeerServer:
             async with asyncio.timeout(self.config.request_timeout):
                 if messages is not None:
                     outputs = session.receive(messages, self.clock())
+                    left = self._backed_off(session.peer)
+                    if left is not None and not session.proven:  # (its hello: nothing done yet)
+                        log.info("turned peer %s away: %.0f s of its backoff left", (session.peer or "?")[:12], left)
+                        outputs = session.abort(f"backed off for {left:.0f} s more after a refused chunk",
+                                                self.clock(), tell_peer=True)
                 frame, ends = await execute(session, outputs, self.store, None, self.on_revocations)
         except Exception as exc:   # the store failed (or a bug): end the session, tell the peer
             log.exception("sync session with %s failed locally", (session.peer or "?")[:12])

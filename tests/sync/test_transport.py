@@ -283,6 +283,31 @@ async def test_refusals_reach_the_report(peer_factory: PeerFactory) -> None:
     assert unreachable.outcome == "failed" and "connection" in unreachable.reason
 
 
+async def test_a_member_whose_chunk_was_refused_is_turned_away_for_a_while(peer_factory: PeerFactory) -> None:
+    """A refused chunk is the member's fault and would come again at once: the server turns
+    the member away after its hello, for refused_backoff seconds, doubling with each
+    refusal in a row; other members sync meanwhile; a good session clears the count."""
+    server = await peer_factory(populated("server"))
+    hostile, honest = populated("hostile"), populated("honest")
+    hostile_partitions = set(hostile.docs)
+    server.replica.refuse = lambda partition, data: "bad data" if partition in hostile_partitions else None
+    async with client_for(hostile) as client:
+        first = await client.sync("127.0.0.1", server.port)
+        assert first.outcome == "failed" and "refused" in first.reason
+        turned_away = await client.sync("127.0.0.1", server.port)
+        assert turned_away.outcome == "failed" and "backed off" in turned_away.reason
+        assert turned_away.partitions_in == () and turned_away.partitions_out == ()
+        async with client_for(honest) as other:
+            assert (await other.sync("127.0.0.1", server.port)).outcome == "ok"
+        server.clock.now += 301  # past the first backoff: refused again, now for twice as long
+        assert "refused" in (await client.sync("127.0.0.1", server.port)).reason
+        server.clock.now += 301
+        assert "backed off" in (await client.sync("127.0.0.1", server.port)).reason
+        server.clock.now += 300
+        server.replica.refuse = None  # the member was fixed
+        assert (await client.sync("127.0.0.1", server.port)).outcome == "ok"
+
+
 def test_ed25519_is_what_tls_serves(tmp_path: Path) -> None:
     key = Ed25519PrivateKey.generate()
     write_key(tmp_path, key)
