@@ -79,6 +79,23 @@ class PartitionState:
             state._add(record)
         return state
 
+    @classmethod
+    def from_index(cls, partition: str, entries: Iterable[tuple[str, str, GroupKey]], loader: Loader) -> "PartitionState":
+        """A state that knows its records by (id, kind, group) only: every group is
+        decoded by ``loader`` when first read."""
+        state = cls(partition, loader)
+        for record_id, kind, group in entries:
+            state._group_of[record_id] = group
+            state._by_group[group].append(record_id)
+            state._by_kind[kind].append(record_id)
+        state._shed.update(state._by_group)
+        return state
+
+    def index(self) -> list[tuple[str, str, GroupKey]]:
+        """(id, kind, group) of every record, in insertion order."""
+        kind_of = {record_id: kind for kind, ids in self._by_kind.items() for record_id in ids}
+        return [(record_id, kind_of[record_id], group) for record_id, group in self._group_of.items()]
+
     # --- decoding on demand -------------------------------------------------------------
     def shed(self) -> None:
         """Drop every decoded record and memoised fold, keeping the index (needs a loader)."""
@@ -142,6 +159,10 @@ class PartitionState:
         """Every record, decoding what is not."""
         self._ensure_all()
         return [self.records[i] for i in self._group_of]
+
+    def group(self, record_id: str) -> GroupKey | None:
+        """The derivation group of a record this state holds."""
+        return self._group_of.get(record_id)
 
     def groups(self) -> list[GroupKey]:
         return list(self._by_group)

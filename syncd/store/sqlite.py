@@ -43,7 +43,7 @@ from typing import Any, Callable, Collection, Mapping, Sequence, TypeVar
 
 from syncd.errors import InvalidRecordError, StoreUnavailableError
 from syncd.logs.aggregate import derive, derive_changes
-from syncd.logs.records import DERIVED_MODELS, DerivedModel, DerivedRow, GroupKey, RawRecord
+from syncd.logs.records import DERIVED_MODELS, CreateRecord, DerivedModel, DerivedRow, GroupKey, RawRecord
 from syncd.logs.integrity import check_growth
 from syncd.logs.partitions import matches
 from syncd.logs.state import PartitionState, group_of
@@ -271,7 +271,9 @@ class SqliteStore:
             except BaseException:
                 self._evict(partition)
                 raise
-            await self._commit_change(partition, loaded, update, rows, partial)
+            created = [(m.record_id, m.kind, state.group(m.record_id)) for m in result.mutations
+                       if isinstance(m, CreateRecord)]
+            await self._commit_change(partition, loaded, update, rows, partial, created=created)
             return result
 
     async def _commit_change(
@@ -283,12 +285,14 @@ class SqliteStore:
         partial: Collection[GroupKey] = (),
         *,
         compact: bool = False,
+        created: Sequence[tuple[str, str, GroupKey | None]] = (),
     ) -> None:
         """Commit an applied change (caller holds the partition lock); on failure evict
         the document, which now holds ops that were never stored. ``rows`` holds every
         row of each touched group, except for the groups in ``partial``: only the rows
         that may have changed (the others are as ``loaded.written`` has them).
-        ``compact``: store a snapshot now, whatever the tail's length."""
+        ``compact``: store a snapshot now, whatever the tail's length. ``created``: the
+        records the change created, (id, kind, group), for the record index."""
         # (the caller made the partition hot and has not awaited since: the document is there)
         assert loaded.doc is not None
         compact = compact or loaded.tail + 1 >= self._compact_after
@@ -305,7 +309,8 @@ class SqliteStore:
                 change, written[group] = derived.diff_group(group, group_rows, previous)
             if change.upserts or change.updates or change.deletes or change.replace:
                 changes.append(change)
-        job = _write_job(partition, seq, update, changes, self._feed_seq, loaded.doc.version(), snapshot)
+        index = [(partition, rid, kind, derived.group_text(group)) for rid, kind, group in created if group is not None]
+        job = _write_job(partition, seq, update, changes, self._feed_seq, loaded.doc.version(), snapshot, index)
         try:
             await self._writer.submit(job)
         except BaseException as exc:
@@ -347,9 +352,18 @@ class SqliteStore:
         return loaded
 
     async def _load(self, partition: str) -> _Loaded:
-        snapshot_seq, blobs, last_seq = await self._read(lambda c: _read_blobs(c, partition))
+        def read(conn: sqlite3.Connection) -> tuple[tuple[int, list[bytes], int], list[tuple[str, str, str]]]:
+            return _read_blobs(conn, partition), conn.execute(
+                "SELECT record_id, kind, grp FROM record_index WHERE partition = ?", (partition,)).fetchall()
+
+        (snapshot_seq, blobs, last_seq), index = await self._read(read)
         doc = PartitionDoc.load(blobs, self.identity.peer_id)
-        return _Loaded(doc, next_seq=last_seq + 1, tail=last_seq - snapshot_seq)
+        loaded = _Loaded(doc, next_seq=last_seq + 1, tail=last_seq - snapshot_seq)
+        # With a complete stored index the state needs no decoding: readers decode groups.
+        if len(index) == len(doc.record_ids()):
+            loaded.state = PartitionState.from_index(
+                partition, ((rid, kind, _group_key(grp)) for rid, kind, grp in index), loaded.records_named)
+        return loaded
 
     async def _load_doc(self, partition: str) -> PartitionDoc:
         _, blobs, _ = await self._read(lambda c: _read_blobs(c, partition))
@@ -366,8 +380,9 @@ class SqliteStore:
         if loaded.doc is None:
             loaded.doc = await self._load_doc(partition)
         doc = loaded.doc
-        if loaded.state is None:
+        if loaded.state is None:  # no (complete) stored index: decode all, store the index
             loaded.state = PartitionState.from_records(partition, doc.records(), loader=loaded.records_named)
+            self._store_index(partition, loaded.state.index())
         state = loaded.state
         self._decoded[partition] = None
         self._decoded.move_to_end(partition)
@@ -383,6 +398,21 @@ class SqliteStore:
                 if held.state is not None:
                     held.state.shed()  # keeps the index: a later reader decodes its groups only
         return doc, state
+
+    def _store_index(self, partition: str, entries: Sequence[tuple[str, str, GroupKey]]) -> None:
+        """Write a partition's record index in the background (a cache of its document:
+        if the write fails, the next load decodes the partition whole again)."""
+        rows = [(partition, rid, kind, derived.group_text(group)) for rid, kind, group in entries]
+
+        def job(conn: sqlite3.Connection) -> None:
+            conn.executemany(_INDEX_SQL, rows)
+
+        def done(future: "asyncio.Future[None]") -> None:
+            if not future.cancelled() and future.exception() is not None:
+                log.warning("the record index of %s was not stored: %s", partition, future.exception())
+
+        if rows:
+            asyncio.ensure_future(self._writer.submit(job)).add_done_callback(done)
 
     def _shrink_cache(self) -> None:
         for name in list(self._cache):
@@ -518,6 +548,7 @@ class SqliteStore:
                 grown = check_growth({i: r for i, r in previous.items() if r is not None}, after)
                 touched = state.absorb(grown)  # creation fields (so groups) never change
                 rows = derive(state, touched, self.dataset_id)
+                created = [(r.id, r.kind, group_of(r)) for r in grown if previous.get(r.id) is None]
             except BaseException:
                 self._evict(partition)
                 raise
@@ -525,7 +556,7 @@ class SqliteStore:
             # and any we already had are skipped again when the document is next loaded. A
             # first import is stored as a snapshot at once: a document loads from a snapshot
             # several times faster than from the updates it was built of.
-            await self._commit_change(partition, loaded, data, rows, compact=fresh)
+            await self._commit_change(partition, loaded, data, rows, compact=fresh, created=created)
             log.debug("imported %d records into %s from %s", len(grown), partition, source)
             return ImportResult(partition, changed=True, pending=False, touched_groups=len(touched), records=len(grown))
 
@@ -637,6 +668,14 @@ class SqliteStore:
         await self._writer.submit(drop)
 
 
+_INDEX_SQL = "INSERT OR IGNORE INTO record_index (partition, record_id, kind, grp) VALUES (?, ?, ?, ?)"
+
+
+def _group_key(text: str) -> GroupKey:
+    kind, _, key = text.partition(":")
+    return (kind, key)
+
+
 def _read_blobs(conn: sqlite3.Connection, partition: str) -> tuple[int, list[bytes], int]:
     """(snapshot_seq, [snapshot, updates...], last seq) of one partition."""
     row = conn.execute("SELECT snapshot, snapshot_seq FROM documents WHERE partition = ?", (partition,)).fetchone()
@@ -668,9 +707,12 @@ def _write_job(
     feed_seq: int,
     version: bytes,
     snapshot: bytes | None,
+    index: Sequence[tuple[str, str, str, str]] = (),
 ) -> Job:
     def job(conn: sqlite3.Connection) -> None:
         conn.execute("INSERT INTO doc_updates (partition, seq, bytes) VALUES (?, ?, ?)", (partition, seq, update))
+        if index:
+            conn.executemany(_INDEX_SQL, index)
         for change in changes:
             derived.apply_change(conn, partition, change)
         conn.execute(
