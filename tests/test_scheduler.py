@@ -114,3 +114,33 @@ async def test_run_syncs_due_peers_and_respects_the_cap() -> None:
         with pytest.raises(asyncio.CancelledError):
             await task
         await scheduler.close()
+
+
+async def test_sessions_with_one_address_run_one_at_a_time() -> None:
+    """Two on-demand syncs with one peer (or one beside a scheduled session) run one
+    after the other; another peer's session runs beside them."""
+    table = PeerTable([str(A), str(B)], now=0.0)
+    running: dict[PeerAddress, int] = {A: 0, B: 0}
+    peak: dict[PeerAddress, int] = {A: 0, B: 0}
+    gate = asyncio.Event()
+
+    async def session(address: PeerAddress) -> Done:
+        running[address] += 1
+        peak[address] = max(peak[address], running[address])
+        await gate.wait()
+        running[address] -= 1
+        return Done(str(address.port) * 4)
+
+    scheduler: Scheduler[Done] = Scheduler(
+        table=table, tag=lambda: "0123456789abcdef", run_session=session,
+        plan=SyncPlan(interval=3600), max_sessions=4, clock=lambda: 0.0,
+    )
+    calls = [asyncio.ensure_future(scheduler.sync_now(address)) for address in (A, A, B)]
+    async with asyncio.timeout(10):
+        while running[A] + running[B] < 2:
+            await asyncio.sleep(0.01)  # wait-ok: polling a condition under a deadline
+        assert running == {A: 1, B: 1}
+        gate.set()
+        results = await asyncio.gather(*calls)
+    assert all(r == [Done(str(a.port) * 4)] for r, a in zip(results, (A, A, B)))
+    assert peak == {A: 1, B: 1}

@@ -3,8 +3,9 @@
 Every candidate address (the peer table's: advertised with our facility tag, static, or
 verified) is synced on a jittered interval, soon after local writes (debounced, so a
 burst of writes makes one session), and on demand. At most ``max_sessions`` run at
-once. A failed session backs the (device, address) off in the peer table, which then
-leaves it out of the candidates until its time comes. Clock and RNG are injected.
+once, and one per address. A failed session backs the (device, address) off in the
+peer table, which then leaves it out of the candidates until its time comes. Clock and
+RNG are injected.
 
 ``SyncPlan`` is the pure part (who is due when); ``Scheduler`` is the asyncio shell that
 runs sessions.
@@ -15,6 +16,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import random
+from collections import defaultdict
 from dataclasses import dataclass, field
 from typing import Awaitable, Callable, Generic, Iterable, Protocol, TypeVar
 
@@ -100,6 +102,10 @@ class Scheduler(Generic[O]):
         self._clock = clock
         self._wake = asyncio.Event()
         self._running: dict[PeerAddress, asyncio.Task[O | None]] = {}
+        # One session per address at a time: an on-demand sync asked for while a scheduled
+        # one runs waits for it (two sessions with one peer would import the same chunks
+        # twice and starve each other; the server expires the slower one).
+        self._one_at_a_time: defaultdict[PeerAddress, asyncio.Lock] = defaultdict(asyncio.Lock)
 
     def local_change(self) -> None:
         self._plan.local_change(self._clock())
@@ -149,6 +155,10 @@ class Scheduler(Generic[O]):
         task.add_done_callback(done)
 
     async def _session(self, address: PeerAddress) -> O | None:
+        async with self._one_at_a_time[address]:
+            return await self._session_alone(address)
+
+    async def _session_alone(self, address: PeerAddress) -> O | None:
         tag = self._tag()
         try:
             outcome = await self._run_session(address)
