@@ -37,7 +37,6 @@ from __future__ import annotations
 import atexit
 import json
 import os
-import queue
 import secrets
 import shutil
 import subprocess

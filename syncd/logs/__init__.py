@@ -18,7 +18,7 @@ from syncd.logs.records import (
     RawRecord,
     canonical_json,
 )
-from syncd.logs.state import PartitionState, apply_to_copy, group_of
+from syncd.logs.state import PartitionState, group_of
 from syncd.logs.timestamps import Timestamp, canonical, format_timestamp, parse_timestamp
 from syncd.logs.validate import validate_record
 from syncd.logs.writes import WriteContext, WriteResult, heartbeat, start_session, update_session
@@ -38,7 +38,6 @@ __all__ = [
     "WriteContext",
     "WriteResult",
     "anon_partition",
-    "apply_to_copy",
     "canonical",
     "canonical_json",
     "derive",

@@ -251,11 +251,4 @@ class PartitionState:
         self._by_kind[record.kind].append(record.id)
 
 
-def apply_to_copy(state: PartitionState, mutations: Iterable[Mutation]) -> PartitionState:
-    """The state after ``mutations``, leaving ``state`` as it was (for responses)."""
-    after = state.copy()
-    after.apply(mutations)
-    return after
-
-
-__all__ = ["PartitionState", "group_of", "apply_to_copy", "AppendEvent", "CreateRecord"]
+__all__ = ["PartitionState", "group_of", "AppendEvent", "CreateRecord"]

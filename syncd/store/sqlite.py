@@ -41,7 +41,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Collection, Mapping, Sequence, TypeVar
 
-from syncd.errors import InvalidRecordError, StoreUnavailableError
+from syncd.errors import StoreUnavailableError
 from syncd.logs.aggregate import derive, derive_changes
 from syncd.logs.records import DERIVED_MODELS, CreateRecord, DerivedModel, DerivedRow, GroupKey, RawRecord
 from syncd.logs.integrity import check_growth
@@ -386,6 +386,8 @@ class SqliteStore:
         state = loaded.state
         self._decoded[partition] = None
         self._decoded.move_to_end(partition)
+        if len(self._decoded) <= self._cache_decoded:
+            return doc, state  # the usual case on the write path: nothing to release
         for name in list(self._decoded):
             if len(self._decoded) <= self._cache_decoded:
                 break

@@ -12,7 +12,6 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from aiohttp import web
-from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from syncd.api import errors as api_errors
 from syncd.api.facility import FacilityService, add_routes
