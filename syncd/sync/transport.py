@@ -35,6 +35,7 @@ import aiohttp
 from aiohttp import web
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
+from syncd.discovery.peers import Backoff
 from syncd.errors import InvalidRecordError, RemoteProtocolError
 from syncd.store.interface import Subscription, SyncStore
 from syncd.sync import codec
@@ -232,8 +233,9 @@ class PeerServerConfig:
     max_body: int = codec.MAX_FRAME
     delta_budget: int = DELTA_BUDGET
     proof_deadline: float = 5.0         # seconds from hello to a valid proof
-    refused_backoff: float = 300.0      # seconds a member whose chunk we refused is turned away
-    max_refused_backoff: float = 3600.0  # (doubling with each refusal in a row, up to this)
+    # How long a member whose chunk we refused is turned away: 5 min, doubling with each
+    # refusal in a row, up to an hour (no jitter: nothing here runs in lockstep).
+    refused_backoff: Backoff = Backoff(base=300.0, factor=2.0, cap=3600.0, jitter=0.0)
 
 
 class PeerServer:
@@ -256,9 +258,9 @@ class PeerServer:
         self.backoff: dict[str, tuple[float, int]] = {}
 
     def _back_off(self, device: str) -> None:
-        _, count = self.backoff.get(device, (0.0, 0))
-        delay = min(self.config.max_refused_backoff, self.config.refused_backoff * 2 ** count)
-        self.backoff[device] = (self.clock() + delay, count + 1)
+        count = self.backoff.get(device, (0.0, 0))[1] + 1
+        delay = self.config.refused_backoff.nominal(count)
+        self.backoff[device] = (self.clock() + delay, count)
         log.warning("turning peer %s away for %.0f s: it sent a chunk we refused", device[:12], delay)
 
     def _backed_off(self, device: str | None) -> float | None:
