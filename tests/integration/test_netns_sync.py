@@ -44,7 +44,7 @@ import pytest
 
 from syncd.store.derived import digests as derived_digests
 from syncd.store.sqlite import DB_FILE
-from tests.daemon_harness import DaemonProcess, short_tempdir
+from tests.daemon_harness import DaemonProcess, short_tempdir, wait_until
 from tests.netns import NetnsLan, Node, require_netns
 
 pytestmark = pytest.mark.slow
@@ -129,15 +129,11 @@ class Device:
 
 def wait_for(condition: Callable[[], Any], timeout: float, what: str, devices: Iterable[Device]) -> Any:
     """Poll ``condition()`` until it is truthy; on timeout fail with every device's state."""
-    deadline = time.monotonic() + timeout
-    while True:
-        value = condition()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            report = "\n".join(d.diagnostics() for d in devices)
-            raise AssertionError(f"timed out after {timeout:.0f}s waiting for {what}\n{report}")
-        time.sleep(0.1)  # wait-ok: polling a condition with a deadline
+    try:
+        return wait_until(condition, timeout, what, interval=0.1)
+    except TimeoutError as exc:
+        report = "\n".join(d.diagnostics() for d in devices)
+        raise AssertionError(f"{exc}\n{report}") from None
 
 
 @pytest.fixture
