@@ -26,7 +26,7 @@ from __future__ import annotations
 import math
 import re
 from datetime import datetime
-from typing import Any, Callable, Iterable
+from typing import Any, Callable, Iterable, Iterator
 
 Send = Callable[[str, str, Any, str, "str | None"], "tuple[int, Any]"]
 ReadRows = Callable[[str], "list[dict[str, Any]]"]
@@ -251,6 +251,19 @@ def replay_scenario(scenario: dict[str, Any], send: Send, read_rows: ReadRows) -
         problems += compare.rows(scenario["final_rows"], read_rows, f"{name} final_rows")
     if problems:
         raise AssertionError("\n".join(problems))
+
+
+def device_learners(scenario: dict[str, Any], device: str) -> Iterator[tuple[str, dict[str, Any], str]]:
+    """A multi-device scenario's requests on ``device``, learner by learner: (learner name,
+    a single-learner scenario whose final rows are that device's rows before the sync,
+    the learner's user id)."""
+    for group in scenario["requests"][device]:
+        learner = group["name"].split("@")[0]
+        (before,) = [u for u in scenario["rows_before_sync"][device] if u["user"] == learner]
+        sub = {"scenario": group["name"], "requests": group["requests"], "final_rows": before["rows"]}
+        user_id = scenario_user(sub)
+        assert user_id is not None
+        yield learner, sub, user_id
 
 
 def scenario_user(scenario: dict[str, Any]) -> str | None:

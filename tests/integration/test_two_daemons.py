@@ -31,7 +31,7 @@ from typing import Any, Iterator
 
 import pytest
 
-from tests.corpus_replay import replay_scenario, scenario_user
+from tests.corpus_replay import device_learners, replay_scenario
 from tests.daemon_harness import DaemonProcess, short_tempdir, wait_until
 from tests.logs.memory_driver import MemoryDevice
 
@@ -125,12 +125,7 @@ class Replayed:
 def replay_device(scenario: dict[str, Any], name: str, send: Any, read_rows: Any, out: Replayed) -> None:
     """Replay one device's requests, learner by learner, each checked against that device's
     own rows before the sync (``rows_before_sync``), as the pure test does."""
-    for group in scenario["requests"][name]:
-        learner = group["name"].split("@")[0]
-        (before,) = [u for u in scenario["rows_before_sync"][name] if u["user"] == learner]
-        sub = {"scenario": group["name"], "requests": group["requests"], "final_rows": before["rows"]}
-        user_id = scenario_user(sub)
-        assert user_id is not None
+    for learner, sub, user_id in device_learners(scenario, name):
         out.users[learner] = user_id
 
         def user_rows(model: str, user_id: str = user_id) -> list[dict[str, Any]]:

@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 
 from syncd.logs.records import canonical_json
-from tests.corpus_replay import replay_scenario, scenario_user
+from tests.corpus_replay import device_learners, replay_scenario
 from tests.logs.memory_driver import MemoryDevice
 
 CORPUS = Path(__file__).resolve().parents[1] / "fixtures" / "corpus"
@@ -110,12 +110,7 @@ def _concurrent_devices() -> tuple[dict[str, Any], MemoryDevice, MemoryDevice, d
     devices = {"D1": MemoryDevice(DEVICE_1, dataset, seed=1), "D2": MemoryDevice(DEVICE_2, dataset, seed=2)}
     users: dict[str, str] = {}
     for name, device in devices.items():
-        for group in scenario["requests"][name]:
-            learner = group["name"].split("@")[0]
-            (before,) = [u for u in scenario["rows_before_sync"][name] if u["user"] == learner]
-            sub = {"scenario": group["name"], "requests": group["requests"], "final_rows": before["rows"]}
-            user_id = scenario_user(sub)
-            assert user_id is not None
+        for learner, sub, user_id in device_learners(scenario, name):
             users[learner] = user_id
 
             def read_rows(model: str, device: MemoryDevice = device, user_id: str = user_id) -> list[dict[str, Any]]:
