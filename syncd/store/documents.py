@@ -56,6 +56,24 @@ def _fast_loads(text: str) -> Any:
         return json.loads(text)
 
 
+# orjson is exact for integers within 64 bits; a number of 19 digits may be beyond them.
+# In compact JSON a number follows ':', ',' or '['; digits inside a string (an id) seldom
+# do, and cost only the slower reading if they do.
+_LONG_INTEGER = re.compile(r"[:,\[]-?[0-9]{19}")
+
+
+def _trusted_loads(text: str) -> Any:
+    """A value from one of our own stored texts (canonical, checked when it came in):
+    orjson where it is exact, the standard library where an integer may pass 64 bits or
+    orjson refuses the text."""
+    if _LONG_INTEGER.search(text) is None:
+        try:
+            return orjson.loads(text)
+        except orjson.JSONDecodeError:
+            pass
+    return json.loads(text)
+
+
 def _strict_json(text: object, where: str) -> dict[str, Any]:
     """A JSON object from its stored text, which must be the canonical serialisation
     (``records.canonical_json``) that every honest writer stores. That one comparison
@@ -290,7 +308,7 @@ class PartitionDoc:
         if strict:
             return [self._strict_record(record_id, body) for record_id, body in value.items()]
         return [
-            RawRecord(record_id, body["k"], json.loads(body["c"]), [json.loads(e) for e in body.get("e") or ()])
+            RawRecord(record_id, body["k"], _trusted_loads(body["c"]), [_trusted_loads(e) for e in body.get("e") or ()])
             for record_id, body in value.items()
         ]
 
@@ -448,7 +466,7 @@ class PartitionDoc:
             if strict:
                 out.append(self._strict_record(record_id, body, missing=entry is None))
             elif isinstance(body, dict) and "k" in body and "c" in body:
-                out.append(RawRecord(record_id, body["k"], json.loads(body["c"]), [json.loads(e) for e in body.get("e") or ()]))
+                out.append(RawRecord(record_id, body["k"], _trusted_loads(body["c"]), [_trusted_loads(e) for e in body.get("e") or ()]))
         return out
 
     def fork(self) -> "PartitionDoc":

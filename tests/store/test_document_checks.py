@@ -13,12 +13,14 @@ import uuid
 from typing import Any, Callable, Iterable
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from loro import ExportMode, LoroDoc, LoroList, LoroMap, LoroText, VersionVector
 
 from syncd.errors import InvalidRecordError
-from syncd.logs.records import AppendEvent, CreateRecord, Mutation
+from syncd.logs.records import AppendEvent, CreateRecord, Mutation, canonical_json
 from syncd.store import documents
-from syncd.store.documents import EMPTY_VERSION, PartitionDoc, _marker, _strict_json
+from syncd.store.documents import EMPTY_VERSION, PartitionDoc, _marker, _strict_json, _trusted_loads
 
 BIG = 10 * 2**20
 
@@ -402,3 +404,28 @@ def test_strict_json_reads_what_the_standard_library_reads(text: str) -> None:
     import json
 
     assert _strict_json(text, "x") == json.loads(text)
+
+
+_json_values = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False, allow_infinity=False) | st.text(),
+    lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=8), inner, max_size=4),
+    max_leaves=12,
+)
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.dictionaries(st.text(max_size=8), _json_values, max_size=5))
+def test_our_own_texts_read_back_exactly(value: dict[str, Any]) -> None:
+    """A stored (canonical) text reads back to the value it was written from, integers
+    beyond 64 bits and all: its serialisation is the same text again."""
+    text = canonical_json(value)
+    assert canonical_json(_trusted_loads(text)) == text
+
+
+@pytest.mark.parametrize("number", [2**64 - 1, 2**64, -(2**63), -(2**63) - 1, 10**30, -(10**18)])
+def test_a_stored_record_keeps_integers_beyond_64_bits(number: int) -> None:
+    rid = _rid()
+    doc, _ = _doc(7, [_create(rid, n=number), _event(rid, 1, n=[number])])
+    for (record,) in (doc.records(), doc.records_named([rid])):
+        assert record.fields["n"] == number and type(record.fields["n"]) is int
+        assert record.events[0]["n"] == [number] and type(record.events[0]["n"][0]) is int
