@@ -277,6 +277,7 @@ class StoreSettings:
     cache_decoded: int = field(default=8, metadata=_check(_int(1)))
     compact_after: int = field(default=256, metadata=_check(_int(1)))
     group_commit: bool = field(default=True, metadata=_check(_bool))
+    rebuild_workers: int = field(default=2, metadata=_check(_int(0, 64)))
 
 
 @dataclass(frozen=True)

@@ -114,6 +114,7 @@ async def _serve(settings: Settings, print_ready: bool) -> int:
         cache_decoded=settings.store.cache_decoded,
         compact_after=settings.store.compact_after,
         group_commit=settings.store.group_commit,
+        rebuild_workers=settings.store.rebuild_workers,
     )
     socket_path = settings.api.socket
     runner: web.AppRunner | None = None

@@ -79,5 +79,6 @@ async def rebuild(request: web.Request) -> web.Response:
     require_admin(request)
     report = await request.app[STORE].rebuild()
     return web.json_response(
-        {"partitions": report.partitions, "records": report.records, "rows": report.rows, "seconds": report.seconds}
+        {"partitions": report.partitions, "records": report.records, "rows": report.rows, "seconds": report.seconds,
+         "workers": report.workers, "refolded_here": report.refolded_here}
     )

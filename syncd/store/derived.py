@@ -106,11 +106,25 @@ def diff_partial(group: GroupKey, rows: Sequence[DerivedRow], previous: Mapping[
     return GroupChange(group, upserts, (), replace=False, updates=updates), after
 
 
+# A derived row as the table holds it, but its partition: (model, id, grp, user_id,
+# content_id, channel_id, exam_id, sort_key, row JSON). Plain values, so a rebuild worker
+# can hand rows over to the daemon.
+RowValues = tuple[str, str, str, "str | None", "str | None", "str | None", "str | None", str, str]
+
+
+def row_values(grp: str, row: DerivedRow, text: str) -> RowValues:
+    return (row.model, row.id, grp, row.user_id, row.content_id, row.channel_id, row.exam_id, row.sort_key, text)
+
+
 def _insert_rows(conn: sqlite3.Connection, partition: str, grp: str, rows: Iterable[tuple[DerivedRow, str]]) -> int:
+    return insert_values(conn, partition, (row_values(grp, r, text) for r, text in rows))
+
+
+def insert_values(conn: sqlite3.Connection, partition: str, rows: Iterable[RowValues]) -> int:
     by_model: dict[str, list[tuple[object, ...]]] = {}
-    for r, text in rows:
-        by_model.setdefault(r.model, []).append(
-            (r.id, partition, grp, r.user_id, r.content_id, r.channel_id, r.exam_id, r.sort_key, text)
+    for model, row_id, grp, user_id, content_id, channel_id, exam_id, sort_key, text in rows:
+        by_model.setdefault(model, []).append(
+            (row_id, partition, grp, user_id, content_id, channel_id, exam_id, sort_key, text)
         )
     for model, values in by_model.items():
         _check_model(model)
@@ -139,22 +153,45 @@ def replace_partition(conn: sqlite3.Connection, partition: str, groups: Mapping[
     """Make ``groups`` all the derived rows of ``partition`` (a rebuild), writing only the
     rows that differ from what is stored: a rebuild refolds everything, but on a store
     whose rows are right it rewrites nothing. Returns how many rows it wrote or deleted."""
-    stored: dict[RowKey, tuple[str, str, str | None, str]] = {}
+    writes, deletes = diff_partition(stored_rows(conn, partition), groups)
+    return write_partition_diff(conn, partition, writes, deletes)
+
+
+# A stored row as a rebuild compares it: (grp, row JSON, channel_id, sort_key).
+StoredRow = tuple[str, str, "str | None", str]
+
+
+def stored_rows(conn: sqlite3.Connection, partition: str) -> dict[RowKey, StoredRow]:
+    """Every derived row stored for ``partition``."""
+    stored: dict[RowKey, StoredRow] = {}
     for model in DERIVED_MODELS:
         for row_id, grp, channel, sort_key, text in conn.execute(
             f"SELECT id, grp, channel_id, sort_key, row FROM {model} WHERE partition = ?", (partition,)
         ):
             stored[(model, row_id)] = (grp, text, channel, sort_key)
-    changed: dict[str, list[tuple[DerivedRow, str]]] = {}
+    return stored
+
+
+def diff_partition(stored: Mapping[RowKey, StoredRow], groups: Mapping[GroupKey, Sequence[DerivedRow]]) -> tuple[list[RowValues], list[RowKey]]:
+    """The rows of ``groups`` (all of a partition's) that are not stored as they are, and
+    the stored rows that no group produces any more."""
+    left = dict(stored)
+    writes: list[RowValues] = []
     for group, rows in groups.items():
         grp = group_text(group)
         for r in rows:
             text = r.to_json()
-            if stored.pop((r.model, r.id), None) != (grp, text, r.channel_id, r.sort_key):
-                changed.setdefault(grp, []).append((r, text))
-    for model, row_id in stored:  # what no group produces any more
+            if left.pop((r.model, r.id), None) != (grp, text, r.channel_id, r.sort_key):
+                writes.append(row_values(grp, r, text))
+    return writes, list(left)
+
+
+def write_partition_diff(conn: sqlite3.Connection, partition: str, writes: Sequence[RowValues], deletes: Sequence[RowKey]) -> int:
+    """Store what ``diff_partition`` found (inside the caller's transaction)."""
+    for model, row_id in deletes:
+        _check_model(model)
         conn.execute(f"DELETE FROM {model} WHERE id = ?", (row_id,))
-    return len(stored) + sum(_insert_rows(conn, partition, grp, rows) for grp, rows in changed.items())
+    return len(deletes) + insert_values(conn, partition, writes)
 
 
 def read_rows(

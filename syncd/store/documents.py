@@ -44,34 +44,49 @@ MAX_UPDATE_TEXT = 64 * 1024 * 1024
 MAX_UPDATE_EVENTS_PER_RECORD = 100_000
 
 
-def _fast_loads(text: str) -> Any:
+# orjson is exact for integers within 64 bits; a number of 19 digits may be beyond them.
+# In compact JSON a number follows ':', ',' or '['; digits inside a string (an id) follow
+# a quote or a letter. To find such numbers fast, texts are mapped byte for byte: digits
+# to '0', the three characters a number follows to ':', '-' kept, everything else to ' '.
+_NUMBER_SHAPE = bytes(
+    ord("0") if chr(i).isdigit() and i < 128 else ord(":") if chr(i) in ":,[" else ord("-") if i == ord("-") else ord(" ")
+    for i in range(256)
+)
+_LONG_NUMBERS = (b":" + b"0" * 19, b":-" + b"0" * 19)
+
+
+def _within_64_bits(texts: Iterable[str]) -> bool:
+    """No text holds a number that may pass 64 bits (so orjson reads them all exactly)."""
+    shape = "\n".join(texts).encode().translate(_NUMBER_SHAPE)
+    return not any(long in shape for long in _LONG_NUMBERS)
+
+
+def _orjson_loads(text: str) -> Any:
     """orjson's reading of ``text`` (three times faster than the standard library's on
-    record texts), or the standard library's where orjson refuses it. Not exact on its
-    own: orjson reads an integer beyond 64 bits as a float, so callers compare the result
-    with a canonical text (equal serialisations mean equal values) or read Loro's own
-    JSON, whose numbers are all 64-bit."""
+    record texts), or the standard library's where orjson refuses it. Exact only for
+    numbers within 64 bits (beyond, orjson reads a float): callers checked that
+    (``_within_64_bits``), compare the result with a canonical text (equal serialisations
+    mean equal values) or read Loro's own JSON, whose numbers are all 64-bit."""
     try:
         return orjson.loads(text)
     except orjson.JSONDecodeError:
         return json.loads(text)
 
 
-# orjson is exact for integers within 64 bits; a number of 19 digits may be beyond them.
-# In compact JSON a number follows ':', ',' or '['; digits inside a string (an id) seldom
-# do, and cost only the slower reading if they do.
-_LONG_INTEGER = re.compile(r"[:,\[]-?[0-9]{19}")
-
-
 def _trusted_loads(text: str) -> Any:
     """A value from one of our own stored texts (canonical, checked when it came in):
-    orjson where it is exact, the standard library where an integer may pass 64 bits or
-    orjson refuses the text."""
-    if _LONG_INTEGER.search(text) is None:
-        try:
-            return orjson.loads(text)
-        except orjson.JSONDecodeError:
-            pass
-    return json.loads(text)
+    orjson where it is exact, else the standard library."""
+    return _orjson_loads(text) if _within_64_bits((text,)) else json.loads(text)
+
+
+def _decode_bodies(bodies: Iterable[tuple[str, Any]]) -> list[RawRecord]:
+    """Our own records from their stored bodies ({"k", "c", "e"}), checked at once for
+    numbers beyond orjson."""
+    bodies = list(bodies)
+    texts = [text for _, body in bodies for text in (body["c"], *(body.get("e") or ()))]
+    loads = _orjson_loads if _within_64_bits(texts) else json.loads
+    return [RawRecord(record_id, body["k"], loads(body["c"]), [loads(e) for e in body.get("e") or ()])
+            for record_id, body in bodies]
 
 
 def _strict_json(text: object, where: str) -> dict[str, Any]:
@@ -82,7 +97,7 @@ def _strict_json(text: object, where: str) -> dict[str, Any]:
     value, so every device hashes and folds the same bytes."""
     if not isinstance(text, str) or len(text) > MAX_JSON_TEXT:
         raise InvalidRecordError(where, "must be a JSON text of at most 256 KiB")
-    for loads in (_fast_loads, json.loads):  # the second only when the first was inexact
+    for loads in (_orjson_loads, json.loads):  # the second only when the first was inexact
         try:
             value = loads(text)
         except ValueError as exc:
@@ -307,10 +322,7 @@ class PartitionDoc:
             return []
         if strict:
             return [self._strict_record(record_id, body) for record_id, body in value.items()]
-        return [
-            RawRecord(record_id, body["k"], _trusted_loads(body["c"]), [_trusted_loads(e) for e in body.get("e") or ()])
-            for record_id, body in value.items()
-        ]
+        return _decode_bodies(value.items())
 
     @staticmethod
     def _strict_record(record_id: object, body: object, *, missing: bool = False) -> RawRecord:
@@ -418,7 +430,7 @@ class PartitionDoc:
             doc.attach()
             return CheckedImport(changed=False, touched=frozenset())
         try:
-            changes = _fast_loads(doc.export_json_updates(start, end))["changes"]
+            changes = _orjson_loads(doc.export_json_updates(start, end))["changes"]
         except (KeyError, TypeError, ValueError):
             raise InvalidRecordError("data", "the update could not be read back") from None
         check = _UpdateCheck()
@@ -457,6 +469,7 @@ class PartitionDoc:
     def records_named(self, record_ids: Iterable[str], *, strict: bool = False) -> list[RawRecord]:
         """Decode the named records (a name with no record raises in strict mode)."""
         out: list[RawRecord] = []
+        ours: list[tuple[str, Any]] = []
         for record_id in record_ids:
             entry = self._root.get(record_id)
             body: Any = None
@@ -466,8 +479,8 @@ class PartitionDoc:
             if strict:
                 out.append(self._strict_record(record_id, body, missing=entry is None))
             elif isinstance(body, dict) and "k" in body and "c" in body:
-                out.append(RawRecord(record_id, body["k"], _trusted_loads(body["c"]), [_trusted_loads(e) for e in body.get("e") or ()]))
-        return out
+                ours.append((record_id, body))
+        return out if strict else _decode_bodies(ours)
 
     def fork(self) -> "PartitionDoc":
         return PartitionDoc(self._doc.fork())

@@ -40,6 +40,8 @@ class RebuildReport:
     records: int
     rows: int
     seconds: float
+    workers: int = 0        # child processes that refolded (0: all in the daemon)
+    refolded_here: int = 0  # partitions the daemon refolded itself (written to meanwhile)
 
 
 @dataclass(frozen=True)

@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import queue
 import sqlite3
 import threading
@@ -49,9 +50,12 @@ from syncd.logs.partitions import matches
 from syncd.logs.state import PartitionState, group_of
 from syncd.logs.writes import WriteResult
 from syncd.store import derived
+from syncd.store.doc_tables import all_partitions, feed_seq, read_blobs
 from syncd.store.documents import EMPTY_VERSION, PartitionDoc
 from syncd.store.interface import Decide, ImportResult, Page, RebuildReport, Store, StoreStatus, Subscription
 from syncd.store.migrate import migrate
+from syncd.store.rebuild import refold_in_workers
+from syncd.store.rebuild_worker import PartitionRefold
 from syncd.store.statedir import Identity, StateDirLock, establish_identity
 
 log = logging.getLogger(__name__)
@@ -210,19 +214,20 @@ class SqliteStore:
         cache_decoded: int = 8,
         compact_after: int = 256,
         group_commit: bool = True,
+        rebuild_workers: int = 2,
     ) -> "SqliteStore":
         self = object.__new__(cls)
         state_dir = Path(state_dir)
         self._lock = StateDirLock(state_dir)
         try:
-            self._init(state_dir, cache_documents, cache_decoded, compact_after, group_commit)
+            self._init(state_dir, cache_documents, cache_decoded, compact_after, group_commit, rebuild_workers)
         except BaseException:
             self._lock.close()
             raise
         return self
 
     def _init(self, state_dir: Path, cache_documents: int, cache_decoded: int, compact_after: int,
-              group_commit: bool) -> None:
+              group_commit: bool, rebuild_workers: int) -> None:
         self.path = state_dir / DB_FILE
         conn = connect(self.path)
         try:
@@ -243,6 +248,9 @@ class SqliteStore:
         self._decoded: OrderedDict[str, None] = OrderedDict()  # partitions whose state is decoded, LRU
         self._cache_decoded = min(cache_decoded, cache_documents)
         self._compact_after = compact_after
+        self._rebuild_workers = rebuild_workers
+        self._rebuild_lock = asyncio.Lock()
+        self._background: set[asyncio.Future[None]] = set()
         self._listeners: list[Callable[[str, int], None]] = []
         self._closed = False
 
@@ -353,7 +361,7 @@ class SqliteStore:
 
     async def _load(self, partition: str) -> _Loaded:
         def read(conn: sqlite3.Connection) -> tuple[tuple[int, list[bytes], int], list[tuple[str, str, str]]]:
-            return _read_blobs(conn, partition), conn.execute(
+            return read_blobs(conn, partition), conn.execute(
                 "SELECT record_id, kind, grp FROM record_index WHERE partition = ?", (partition,)).fetchall()
 
         (snapshot_seq, blobs, last_seq), index = await self._read(read)
@@ -366,7 +374,7 @@ class SqliteStore:
         return loaded
 
     async def _load_doc(self, partition: str) -> PartitionDoc:
-        _, blobs, _ = await self._read(lambda c: _read_blobs(c, partition))
+        _, blobs, _ = await self._read(lambda c: read_blobs(c, partition))
         return PartitionDoc.load(blobs, self.identity.peer_id)
 
     async def _hot(self, partition: str, loaded: _Loaded) -> tuple[PartitionDoc, PartitionState]:
@@ -410,11 +418,14 @@ class SqliteStore:
             conn.executemany(_INDEX_SQL, rows)
 
         def done(future: "asyncio.Future[None]") -> None:
+            self._background.discard(future)
             if not future.cancelled() and future.exception() is not None:
                 log.warning("the record index of %s was not stored: %s", partition, future.exception())
 
         if rows:
-            asyncio.ensure_future(self._writer.submit(job)).add_done_callback(done)
+            future = asyncio.ensure_future(self._writer.submit(job))
+            self._background.add(future)  # close() lets it finish
+            future.add_done_callback(done)
 
     def _shrink_cache(self) -> None:
         for name in list(self._cache):
@@ -473,7 +484,7 @@ class SqliteStore:
         )
 
     async def partitions(self) -> list[str]:
-        return await self._read(_all_partitions)
+        return await self._read(all_partitions)
 
     async def raw_records(self, partition: str) -> PartitionState:
         """A copy of a partition's committed raw records (tests, diagnostics)."""
@@ -564,28 +575,66 @@ class SqliteStore:
 
     # --- rebuild --------------------------------------------------------------------------
     async def rebuild(self, progress: Callable[[int, int], None] | None = None) -> RebuildReport:
-        """Refold every derived row from the raw logs, one partition at a time (memory
-        stays flat; the event loop is never held longer than one partition's fold)."""
-        started = time.perf_counter()
-        names = await self.partitions()
-        records = rows = 0
+        """Refold every derived row from the raw logs, storing only the rows that differ.
+
+        The folds run in ``rebuild_workers`` child processes (``store.rebuild``), so the
+        event loop stays free and memory flat; a partition written to meanwhile, or one a
+        worker failed on, is refolded here, one partition at a time. A partition with a
+        long update tail is compacted on the way (the worker has its document loaded)."""
+        async with self._rebuild_lock:
+            started = time.perf_counter()
+            names = await self.partitions()
+            totals = {"records": 0, "rows": 0, "done": 0}
+            here: list[str] = []
+
+            def count(records: int, rows: int) -> None:
+                totals["records"] += records
+                totals["rows"] += rows
+                totals["done"] += 1
+                if progress is not None:
+                    progress(totals["done"], len(names))
+
+            async def take(refold: PartitionRefold) -> None:
+                async with self._locks[refold.partition]:
+                    stored = await self._writer.submit(_rebuild_diff_job(refold))
+                    self._forget_rows(refold.partition)
+                    loaded = self._cache.get(refold.partition)
+                    if stored and refold.snapshot is not None and loaded is not None:
+                        loaded.tail = loaded.next_seq - 1 - refold.last_update
+                if stored:
+                    count(refold.records, refold.rows)
+                else:  # written to since the worker read it
+                    here.append(refold.partition)
+
+            workers = min(self._rebuild_workers, len(names), os.cpu_count() or 1)
+            left = await refold_in_workers(self.path, self.dataset_id, names, workers, take) if workers else names
+            await self._refold_here([*left, *here], count)
+            return RebuildReport(len(names), totals["records"], totals["rows"], time.perf_counter() - started,
+                                 workers=workers, refolded_here=len(left) + len(here))
+
+    def _forget_rows(self, partition: str) -> None:
+        """Drop a partition's row memory (its next write rewrites the groups it touches)."""
+        loaded = self._cache.get(partition)
+        if loaded is not None:
+            loaded.written.clear()
+
+    async def _refold_here(self, names: Sequence[str], count: Callable[[int, int], None]) -> None:
+        """Refold ``names`` in this process, one partition at a time."""
         pending: list[tuple[asyncio.Lock, asyncio.Future[Any]]] = []
         for done, partition in enumerate(names, start=1):
             lock = self._locks[partition]
             await lock.acquire()
             try:
+                self._forget_rows(partition)
                 loaded = self._cache.get(partition)
-                if loaded is not None:
-                    loaded.written.clear()
-                # Streams: a partition that is not hot is loaded and decoded for its fold only.
+                # A partition that is not hot is loaded and decoded for its fold only.
                 if loaded is not None and partition in self._decoded and loaded.state is not None:
                     state = loaded.state
                 else:
                     state = PartitionState.from_records(partition, (await self._load_doc(partition)).records())
                 groups = derive(state, state.groups(), self.dataset_id)
-                records += len(state)
+                count(len(state), sum(len(r) for r in groups.values()))
                 del state
-                rows += sum(len(r) for r in groups.values())
                 job = _rebuild_job(partition, groups)
                 pending.append((lock, asyncio.ensure_future(self._writer.submit(job))))
             except BaseException:
@@ -594,11 +643,8 @@ class SqliteStore:
             if len(pending) >= 16 or done == len(names):
                 await self._settle(pending)
                 pending = []
-            if progress is not None:
-                progress(done, len(names))
             await asyncio.sleep(0)  # let requests in between partitions
         await self._settle(pending)
-        return RebuildReport(len(names), records, rows, time.perf_counter() - started)
 
     @staticmethod
     async def _settle(pending: list[tuple[asyncio.Lock, "asyncio.Future[Any]"]]) -> None:
@@ -616,6 +662,7 @@ class SqliteStore:
         if self._closed:
             return
         self._closed = True
+        await asyncio.gather(*self._background, return_exceptions=True)
         await self._loop.run_in_executor(None, self._writer.close)
         self._readers.shutdown(wait=True)
         self._lock.close()
@@ -678,29 +725,6 @@ def _group_key(text: str) -> GroupKey:
     return (kind, key)
 
 
-def _read_blobs(conn: sqlite3.Connection, partition: str) -> tuple[int, list[bytes], int]:
-    """(snapshot_seq, [snapshot, updates...], last seq) of one partition."""
-    row = conn.execute("SELECT snapshot, snapshot_seq FROM documents WHERE partition = ?", (partition,)).fetchone()
-    blobs: list[bytes] = []
-    snapshot_seq = 0
-    if row is not None:
-        blobs.append(bytes(row[0]))
-        snapshot_seq = int(row[1])
-    last = snapshot_seq
-    for seq, data in conn.execute(
-        "SELECT seq, bytes FROM doc_updates WHERE partition = ? AND seq > ? ORDER BY seq", (partition, snapshot_seq)
-    ):
-        blobs.append(bytes(data))
-        last = int(seq)
-    return snapshot_seq, blobs, last
-
-
-def _all_partitions(conn: sqlite3.Connection) -> list[str]:
-    return [r[0] for r in conn.execute(
-        "SELECT partition FROM documents UNION SELECT partition FROM doc_updates ORDER BY 1"
-    )]
-
-
 def _write_job(
     partition: str,
     seq: int,
@@ -723,12 +747,7 @@ def _write_job(
             (partition, feed_seq, version),
         )
         if snapshot is not None:
-            conn.execute(
-                "INSERT INTO documents (partition, snapshot, snapshot_seq) VALUES (?, ?, ?) "
-                "ON CONFLICT(partition) DO UPDATE SET snapshot = excluded.snapshot, snapshot_seq = excluded.snapshot_seq",
-                (partition, snapshot, seq),
-            )
-            conn.execute("DELETE FROM doc_updates WHERE partition = ? AND seq <= ?", (partition, seq))
+            _store_snapshot(conn, partition, snapshot, seq)
 
     return job
 
@@ -738,6 +757,29 @@ def _rebuild_job(partition: str, groups: Mapping[GroupKey, Sequence[DerivedRow]]
         derived.replace_partition(conn, partition, groups)
 
     return job
+
+
+def _rebuild_diff_job(refold: PartitionRefold) -> Callable[[sqlite3.Connection], bool]:
+    """Store a worker's difference if the partition is still as the worker read it."""
+    def job(conn: sqlite3.Connection) -> bool:
+        if feed_seq(conn, refold.partition) != refold.seq:
+            return False
+        derived.write_partition_diff(conn, refold.partition, refold.writes, refold.deletes)
+        if refold.snapshot is not None:
+            _store_snapshot(conn, refold.partition, refold.snapshot, refold.last_update)
+        return True
+
+    return job
+
+
+def _store_snapshot(conn: sqlite3.Connection, partition: str, snapshot: bytes, seq: int) -> None:
+    """Replace a partition's snapshot and its update rows up to ``seq`` by ``snapshot``."""
+    conn.execute(
+        "INSERT INTO documents (partition, snapshot, snapshot_seq) VALUES (?, ?, ?) "
+        "ON CONFLICT(partition) DO UPDATE SET snapshot = excluded.snapshot, snapshot_seq = excluded.snapshot_seq",
+        (partition, snapshot, seq),
+    )
+    conn.execute("DELETE FROM doc_updates WHERE partition = ? AND seq <= ?", (partition, seq))
 
 
 async def open_store(state_dir: Path, **options: Any) -> SqliteStore:

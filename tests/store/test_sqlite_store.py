@@ -9,6 +9,8 @@ from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any
 
+import pytest
+
 from syncd.logs import writes
 from syncd.logs.partitions import user_partition
 from syncd.logs.records import DERIVED_MODELS
@@ -280,5 +282,149 @@ async def test_a_partition_loaded_again_decodes_only_what_is_read(tmp_path: Path
         store = await open_sqlite(tmp_path)
         loaded = await store._get(partition)
         assert loaded.state is not None and loaded.state.decoded == 0
+    finally:
+        await store.close()
+
+
+# --- full rebuilds in worker processes (store.rebuild) ------------------------------------------------
+async def _learners(store: SqliteStore, count: int) -> list[str]:
+    users = [uuid.uuid4().hex for _ in range(count)]
+    await asyncio.gather(*(_mixed_workload(store, user, 0) for user in users))
+    return users
+
+
+async def test_a_rebuild_folds_in_worker_processes(tmp_path: Path) -> None:
+    """Worker processes refold every partition and the store writes back what differs:
+    all rows after they were dropped, nothing on a store whose rows are right. A store
+    with no workers refolds in the daemon and stores the same rows."""
+    store = await open_sqlite(tmp_path / "a", rebuild_workers=2)
+    alone = await open_sqlite(tmp_path / "b", rebuild_workers=0)
+    try:
+        for s in (store, alone):
+            await _learners(s, 5)
+            written = await _tables(s)
+            await s.drop_derived_rows()
+            report = await s.rebuild()
+            assert await _tables(s) == written
+            assert report.partitions == 5
+            assert report.records == sum([len(await s.raw_records(p)) for p in await s.partitions()])
+            assert (report.workers, report.refolded_here) == ((2, 0) if s is store else (0, 5))
+            quiet = await s.rebuild()
+            assert quiet.rows == report.rows and await _tables(s) == written
+    finally:
+        await store.close()
+        await alone.close()
+
+
+async def test_a_worker_result_is_not_stored_over_a_later_write(tmp_path: Path) -> None:
+    """A worker refolds what was committed when it read; a write committed after that
+    makes the store refold the partition itself instead of storing the stale rows."""
+    from syncd.store.rebuild_worker import refold_partition
+    from syncd.store.sqlite import _rebuild_diff_job
+
+    store = await open_sqlite(tmp_path)
+    try:
+        (user,) = await _learners(store, 1)
+        partition = user_partition(user)
+        await store.drop_derived_rows()
+        conn = sqlite3.connect(tmp_path / "syncd.sqlite3", isolation_level=None)
+        stale = refold_partition(conn, partition, store.dataset_id)
+        conn.close()
+        assert stale.writes  # every row is missing
+        await _mixed_workload(store, user, 200)
+        after_write = await _tables(store)
+        assert await store.run_write(_rebuild_diff_job(stale)) is False
+        assert await _tables(store) == after_write
+        await store.rebuild()
+        fresh = await _tables(store)
+        assert len(fresh["contentsessionlog"]) > len(after_write["contentsessionlog"])
+    finally:
+        await store.close()
+
+
+async def test_writes_during_a_rebuild_keep_their_rows(tmp_path: Path) -> None:
+    """Learners keep writing while the workers refold: once both end, the rows are what a
+    quiet rebuild stores (it changes nothing)."""
+    store = await open_sqlite(tmp_path)
+    try:
+        users = await _learners(store, 6)
+        await store.drop_derived_rows()
+        rebuilding = asyncio.ensure_future(store.rebuild())
+
+        async def keep_writing(user: str) -> int:
+            rounds = 0
+            while not rebuilding.done():
+                rounds += 1
+                await _mixed_workload(store, user, 300 * rounds)
+            return rounds
+
+        rounds = await asyncio.gather(*(keep_writing(u) for u in users))
+        report = await rebuilding
+        assert report.workers == 2 and min(rounds) >= 2
+        during = await _tables(store)
+        await store.rebuild()
+        assert await _tables(store) == during
+    finally:
+        await store.close()
+
+
+@pytest.mark.parametrize("script", ["echo boom >&2; exit 3", "printf '\\301'", "cat >/dev/null; kill -9 $$"])
+async def test_a_failing_worker_leaves_its_partitions_to_the_daemon(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture, script: str
+) -> None:
+    """A worker that cannot run, crashes or sends garbage is logged, and the daemon refolds
+    its partitions itself: the rebuild still stores every row."""
+    from syncd.store import rebuild
+
+    worker = tmp_path / "worker.sh"
+    worker.write_text(f"#!/bin/sh\n{script}\n")
+    worker.chmod(0o755)
+    store = await open_sqlite(tmp_path / "state")
+    try:
+        await _learners(store, 3)
+        written = await _tables(store)
+        await store.drop_derived_rows()
+        monkeypatch.setattr(rebuild, "WORKER_COMMAND", (str(worker),))
+        report = await store.rebuild()
+        assert report.refolded_here == 3 and await _tables(store) == written
+        assert "rebuild worker" in caplog.text
+        if "boom" in script:
+            assert "boom" in caplog.text and "status 3" in caplog.text
+    finally:
+        await store.close()
+
+
+async def test_a_rebuild_compacts_long_update_tails(tmp_path: Path) -> None:
+    """A worker that loaded a document with a long update tail sends a snapshot of it: the
+    store replaces the tail with it; the raw records and the rows stay as they were, and
+    writes go on after it, in this store and after a restart."""
+    from syncd.store.rebuild_worker import COMPACT_TAIL
+
+    async def records(store: SqliteStore, partition: str) -> list[Any]:
+        return sorted((r.id, r.kind, r.fields, r.events) for r in (await store.raw_records(partition)).all_records())
+
+    store = await open_sqlite(tmp_path, compact_after=1000)
+    try:
+        users = await _learners(store, 2)
+        partitions = [user_partition(u) for u in users]
+        assert all([await store.tail_length(p) > COMPACT_TAIL for p in partitions])
+        before = [await records(store, p) for p in partitions]
+        written = await _tables(store)
+        await store.rebuild()
+        assert [await store.tail_length(p) for p in partitions] == [0, 0]
+        assert await _tables(store) == written
+        await _mixed_workload(store, users[0], 500)
+        assert await store.tail_length(partitions[0]) > 0
+        grown = await records(store, partitions[0])
+        assert len(grown) > len(before[0])
+    finally:
+        await store.close()
+    store = await open_sqlite(tmp_path)
+    try:
+        assert [await records(store, p) for p in partitions] == [grown, before[1]]
+        written = await _tables(store)
+        await store.drop_derived_rows()
+        await store.rebuild()
+        assert await _tables(store) == written
     finally:
         await store.close()
