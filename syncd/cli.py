@@ -138,6 +138,7 @@ main.add_command(facility)
 
 
 PEER_COLUMNS = ("address", "device_id", "sources", "tag", "candidate", "last_seen")
+REBUILD_COLUMNS = ("partitions", "records", "rows", "seconds", "workers", "refolded_here")
 SESSION_COLUMNS = ("address", "peer", "outcome", "partitions_in", "partitions_out", "records_in",
                    "bytes_in", "bytes_out", "duration", "reason")
 
@@ -175,3 +176,17 @@ def sync(peer: str | None, as_json: bool, socket: str | None, config_path: str |
         click.echo(render.table(sessions, SESSION_COLUMNS) if sessions else "no peer to sync with\n", nl=False)
     if any(s.get("outcome") != "ok" for s in sessions) or (peer and not sessions):
         raise SystemExit(EXIT_FAILURE)
+
+
+@main.command()
+@json_option
+@socket_option
+@config_option
+def rebuild(as_json: bool, socket: str | None, config_path: str | None) -> None:
+    """Refold every derived row (summaries, mastery, session views) from the raw logs and
+    store the rows that differ; waits for it."""
+    answer = call(socket, config_path, lambda client: client.rebuild(), timeout=3600)
+    if as_json:
+        click.echo(render.json_text(answer), nl=False)
+    else:
+        click.echo(render.table([{**answer, "seconds": round(float(answer["seconds"]), 3)}], REBUILD_COLUMNS), nl=False)

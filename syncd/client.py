@@ -256,6 +256,11 @@ class SyncdClient:
         the sessions and returns their reports."""
         return _expect_dict(await self._call("POST", "/sync", json={"peer": peer} if peer else {}))
 
+    async def rebuild(self) -> dict[str, Any]:
+        """``POST /rebuild``: refold every derived row from the raw logs; waits for it and
+        returns what it did (partitions, records, rows, seconds, workers, refolded_here)."""
+        return _expect_dict(await self._call("POST", "/rebuild"))
+
     async def start_session(
         self,
         payload: Mapping[str, Any],

@@ -303,13 +303,22 @@ def test_client_and_cli_against_a_real_daemon(daemon: DaemonProcess) -> None:
     status = invoke("status", "--json", "--socket", sock)
     assert status.exit_code == 0, status.stderr
     assert json.loads(status.stdout)["device_id"] == daemon.ready["device_id"]
-    table = invoke("logs", "summaries", "--user", LEARNER, "--socket", sock)
+    table = before_rebuild = invoke("logs", "summaries", "--user", LEARNER, "--socket", sock)
     assert table.exit_code == 0, table.stderr
     assert table.stdout.splitlines()[1].split() == [LEARNER, CONTENT, "video", "0.3", "10", "-"]
     # found through the daemon's own config file (relative socket path in it)
     via_config = invoke("logs", "sessions", "--json", env={"SYNCD_CONFIG": str(daemon.config_path)})
     assert via_config.exit_code == 0, via_config.stderr
     assert [r["id"] for r in json.loads(via_config.stdout)] == [session_id]
+    rebuilt = invoke("rebuild", "--json", "--socket", sock)
+    assert rebuilt.exit_code == 0, rebuilt.stderr
+    report = json.loads(rebuilt.stdout)
+    # one learner; a real worker process refolded it, from the daemon's own environment
+    assert (report["partitions"], report["records"], report["workers"], report["refolded_here"]) == (1, 1, 1, 0)
+    table = invoke("rebuild", "--socket", sock)
+    assert table.exit_code == 0, table.stderr
+    assert table.stdout.split()[:6] == ["PARTITIONS", "RECORDS", "ROWS", "SECONDS", "WORKERS", "REFOLDED_HERE"]
+    assert invoke("logs", "summaries", "--user", LEARNER, "--socket", sock).stdout == before_rebuild.stdout
 
 
 def test_status_after_the_daemon_stops_or_dies(daemon_factory: Callable[..., DaemonProcess]) -> None:

@@ -25,6 +25,9 @@ Theory of operation (DESIGN §4, §10):
   decodes only the groups it needs.
   When a partition's tail reaches ``compact_after`` rows it is replaced by a full
   snapshot (history kept: never a shallow snapshot) in the same transaction.
+* **A rebuild** refolds every partition in worker processes (``store.rebuild``) that
+  read committed data and send back only the rows that differ; they are stored only if
+  the partition was not written to meanwhile (its feed seq says so).
 """
 
 from __future__ import annotations
@@ -49,8 +52,8 @@ from syncd.logs.integrity import check_growth
 from syncd.logs.partitions import matches
 from syncd.logs.state import PartitionState, group_of
 from syncd.logs.writes import WriteResult
-from syncd.store import derived
-from syncd.store.doc_tables import all_partitions, feed_seq, read_blobs
+from syncd.store import derived, doc_tables
+from syncd.store.doc_tables import all_partitions, read_blobs
 from syncd.store.documents import EMPTY_VERSION, PartitionDoc
 from syncd.store.interface import Decide, ImportResult, Page, RebuildReport, Store, StoreStatus, Subscription
 from syncd.store.migrate import migrate
@@ -762,7 +765,7 @@ def _rebuild_job(partition: str, groups: Mapping[GroupKey, Sequence[DerivedRow]]
 def _rebuild_diff_job(refold: PartitionRefold) -> Callable[[sqlite3.Connection], bool]:
     """Store a worker's difference if the partition is still as the worker read it."""
     def job(conn: sqlite3.Connection) -> bool:
-        if feed_seq(conn, refold.partition) != refold.seq:
+        if doc_tables.feed_seq(conn, refold.partition) != refold.seq:
             return False
         derived.write_partition_diff(conn, refold.partition, refold.writes, refold.deletes)
         if refold.snapshot is not None:
