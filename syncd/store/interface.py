@@ -96,10 +96,11 @@ class SyncStore(Protocol):
         ...
 
     async def import_chunk(self, partition: str, data: bytes, *, source: str) -> ImportResult:
-        """Import a peer's chunk into a fork of the committed document, validate what it
-        touched (``logs.validate``), then commit it with the refolded rows in one
-        transaction. Raises InvalidRecordError (the peer's fault: nothing stored) or
-        StoreUnavailableError. A repeated chunk changes nothing."""
+        """Import a peer's chunk, check its operations and validate what it touched
+        (``logs.validate``) before anyone can read it, then commit it with the refolded
+        rows in one transaction. Raises InvalidRecordError (the peer's fault: nothing
+        stored, nothing left in memory) or StoreUnavailableError. A repeated chunk
+        changes nothing."""
         ...
 
 

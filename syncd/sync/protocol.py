@@ -165,7 +165,7 @@ class Export:
 
 @dataclass(frozen=True)
 class Import:
-    """Import (fork, validate, commit); answer ``import_done`` or ``import_refused``."""
+    """Import (check, validate, commit); answer ``import_done`` or ``import_refused``."""
     partition: str
     data: bytes
 
