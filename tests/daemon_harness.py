@@ -104,6 +104,16 @@ class UnixHTTP:
             raise AssertionError(f"GET {target} -> {status} {body}")
         return body
 
+    def session(self, start: Mapping[str, Any], update: Mapping[str, Any], *, user: str,
+                start_at: str, update_at: str) -> str:
+        """Start a content session and update it once (both must answer 200); its id."""
+        status, started = self.json("POST", "/api/logger/trackprogress/", start, user=user, at=start_at)
+        assert status == 200, started
+        session_id = str(started["session_id"])
+        status, updated = self.json("PUT", f"/api/logger/trackprogress/{session_id}/", update, user=user, at=update_at)
+        assert status == 200, updated
+        return session_id
+
 
 def wait_until(condition: Any, timeout: float, what: str, interval: float = 0.02) -> Any:
     """Poll ``condition()`` until it is truthy or ``timeout`` passes."""

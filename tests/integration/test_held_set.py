@@ -22,13 +22,8 @@ def test_start_for_an_unheld_learner_pulls_them_first(daemon_factory: Callable[.
     status, made = server.http.json("POST", "/facility", {"action": "create", "name": "School"})
     assert status == 201, made
     # the visiting learner's history exists only on the server
-    status, started = server.http.json("POST", "/api/logger/trackprogress/", VIDEO, user=VISITOR,
-                                       at="2025-01-06T09:00:00+00:00")
-    assert status == 200, started
-    status, _ = server.http.json("PUT", f"/api/logger/trackprogress/{started['session_id']}/",
-                                 {"progress_delta": 0.5, "time_spent_delta": 20.0}, user=VISITOR,
-                                 at="2025-01-06T09:00:20+00:00")
-    assert status == 200
+    server.http.session(VIDEO, {"progress_delta": 0.5, "time_spent_delta": 20.0}, user=VISITOR,
+                        start_at="2025-01-06T09:00:00+00:00", update_at="2025-01-06T09:00:20+00:00")
 
     address = f"127.0.0.1:{server.ready['sync_port']}"
     tablet = daemon_factory(start=False)

@@ -168,15 +168,10 @@ def app_write_and_read(d: DaemonProcess, learner: str | None = None) -> float:
     """A trackprogress start + update + read through the app socket; its duration."""
     learner = learner or uuid.uuid4().hex
     started = time.monotonic()
-    status, body = d.http.json("POST", "/api/logger/trackprogress/", VIDEO, user=learner,
-                               at="2025-01-07T10:00:00+00:00")
-    assert status == 200, body
-    status, body2 = d.http.json("PUT", f"/api/logger/trackprogress/{body['session_id']}/",
-                                {"progress_delta": 0.2, "time_spent_delta": 7.0}, user=learner,
-                                at="2025-01-07T10:00:07+00:00")
-    assert status == 200, body2
+    session_id = d.http.session(VIDEO, {"progress_delta": 0.2, "time_spent_delta": 7.0}, user=learner,
+                                start_at="2025-01-07T10:00:00+00:00", update_at="2025-01-07T10:00:07+00:00")
     rows = d.http.get(f"/api/logger/contentsessionlog/?user_id={learner}")
-    assert [(r["id"], r["time_spent"]) for r in rows] == [(body["session_id"], 7.0)], rows
+    assert [(r["id"], r["time_spent"]) for r in rows] == [(session_id, 7.0)], rows
     return time.monotonic() - started
 
 
