@@ -14,7 +14,7 @@ import sqlite3
 from dataclasses import dataclass
 from typing import Iterable, Mapping, Sequence
 
-from syncd.logs.records import DERIVED_MODELS, DerivedModel, DerivedRow, GroupKey
+from syncd.logs.records import DERIVED_MODELS, DerivedModel, DerivedRow, GroupKey, matches_canonical
 
 # Which tables a group of each kind can have rows in (so a refold deletes only there).
 GROUP_MODELS: Mapping[str, tuple[DerivedModel, ...]] = {
@@ -180,9 +180,10 @@ def diff_partition(stored: Mapping[RowKey, StoredRow], groups: Mapping[GroupKey,
     for group, rows in groups.items():
         grp = group_text(group)
         for r in rows:
-            text = r.to_json()
-            if left.pop((r.model, r.id), None) != (grp, text, r.channel_id, r.sort_key):
-                writes.append(row_values(grp, r, text))
+            old = left.pop((r.model, r.id), None)
+            if (old is None or old[0] != grp or old[2] != r.channel_id or old[3] != r.sort_key
+                    or not matches_canonical(r.row, old[1])):
+                writes.append(row_values(grp, r, r.to_json()))
     return writes, list(left)
 
 

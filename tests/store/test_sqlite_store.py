@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import sqlite3
 import uuid
 from datetime import datetime, timedelta, timezone
@@ -314,6 +315,41 @@ async def test_a_rebuild_folds_in_worker_processes(tmp_path: Path) -> None:
     finally:
         await store.close()
         await alone.close()
+
+
+async def test_a_rebuild_rewrites_stored_rows_that_differ(tmp_path: Path) -> None:
+    """A row whose stored JSON, channel or sort key is not what the fold gives is
+    rewritten; so is a row written with the same value in another spelling (a float where
+    the fold gives an int, another key order)."""
+    store = await open_sqlite(tmp_path, rebuild_workers=1)
+    try:
+        await _learners(store, 2)
+        written = await _tables(store)
+        summary_id, summary_json = written["contentsummarylog"][0][0], written["contentsummarylog"][0][-1]
+        summary = json.loads(summary_json)
+        reordered = json.dumps(dict(reversed(list(summary.items()))), separators=(",", ":"))
+        session_id, session_json = written["contentsessionlog"][0][0], written["contentsessionlog"][0][-1]
+        assert '"kind":"' in session_json
+        mastery_id, mastery_json = written["masterylog"][0][0], written["masterylog"][0][-1]
+        level = json.loads(mastery_json)["mastery_level"]
+        assert isinstance(level, int)
+        as_float = mastery_json.replace(f'"mastery_level":{level}', f'"mastery_level":{level}.0')
+        assert as_float != mastery_json and json.loads(as_float) == json.loads(mastery_json)
+
+        def corrupt(conn: sqlite3.Connection) -> None:
+            conn.execute("UPDATE contentsummarylog SET row = ? WHERE id = ?", (reordered, summary_id))
+            conn.execute("UPDATE contentsessionlog SET row = ? WHERE id = ?",
+                         (session_json.replace('"kind":"', '"kind":"x'), session_id))
+            conn.execute("UPDATE masterylog SET row = ? WHERE id = ?", (as_float, mastery_id))
+            conn.execute("UPDATE usersessionlog SET sort_key = 'x' WHERE rowid = (SELECT min(rowid) FROM usersessionlog)")
+            conn.execute("UPDATE attemptlog SET channel_id = 'x' WHERE rowid = (SELECT min(rowid) FROM attemptlog)")
+
+        await store.run_write(corrupt)
+        assert await _tables(store) != written
+        await store.rebuild()
+        assert await _tables(store) == written
+    finally:
+        await store.close()
 
 
 async def test_a_worker_result_is_not_stored_over_a_later_write(tmp_path: Path) -> None:
