@@ -148,8 +148,8 @@ def load(db: Path, state_dir: Path) -> int:
         for record in doc.records():
             validate_record(RawRecord(record.id, record.kind, record.fields, record.events))
             records += 1
-        conn.execute("INSERT INTO documents (partition, snapshot, snapshot_seq) VALUES (?, ?, 0)",
-                     (partition, doc.export_snapshot()))
+        conn.execute("INSERT INTO documents (partition, snapshot, snapshot_seq, vv) VALUES (?, ?, 0, ?)",
+                     (partition, doc.export_snapshot(), doc.version()))
         conn.execute("INSERT INTO partition_seq (partition, seq, vv) VALUES (?, ?, ?)", (partition, feed, doc.version()))
     conn.execute("COMMIT")
     conn.close()

@@ -21,6 +21,7 @@ import zlib
 from dataclasses import dataclass, field
 from typing import Any, Callable, Iterable, Sequence
 
+import msgpack
 import orjson
 from loro import EncodedBlobMode, ExportMode, LoroDoc, VersionVector
 
@@ -31,6 +32,11 @@ _ROOT = "r"
 _RECORD_ID = re.compile(r"^[0-9a-f]{32}$")
 MAX_JSON_TEXT = 256 * 1024  # one creation-field set or one event, as stored
 EMPTY_VERSION: bytes = VersionVector().encode()  # type: ignore[no-untyped-call]
+# A sync chunk is one Loro update blob or, from protocol 3 on, several of a partition's
+# stored update rows: this prefix, then a msgpack array of the blobs (a Loro blob starts
+# with b"loro", so the two never look alike).
+UPDATE_LIST = b"syncd-updates\x00"
+MAX_UPDATE_LIST = 100_000  # blobs in one chunk (a partition's update tail is far shorter)
 
 
 # All strings one peer update may insert (UTF-8 bytes). Equal to the sync protocol's
@@ -53,6 +59,38 @@ _NUMBER_SHAPE = bytes(
     for i in range(256)
 )
 _LONG_NUMBERS = (b":" + b"0" * 19, b":-" + b"0" * 19)
+
+
+def pack_updates(blobs: Sequence[bytes]) -> bytes:
+    """One sync chunk from a partition's update blobs, in commit order."""
+    if len(blobs) == 1:
+        return blobs[0]
+    packed: bytes = msgpack.packb(list(blobs))
+    return UPDATE_LIST + packed
+
+
+def split_chunk(data: bytes) -> list[bytes]:
+    """The update blobs of a sync chunk (``pack_updates``); InvalidRecordError if malformed."""
+    if not data.startswith(UPDATE_LIST):
+        return [data]
+    try:
+        blobs = msgpack.unpackb(data[len(UPDATE_LIST):], max_array_len=MAX_UPDATE_LIST, max_map_len=0, max_ext_len=0)
+    except (ValueError, msgpack.UnpackException) as exc:
+        raise InvalidRecordError("data", f"a malformed update list: {type(exc).__name__}: {exc}") from None
+    if not isinstance(blobs, list) or not blobs or not all(isinstance(b, bytes) for b in blobs):
+        raise InvalidRecordError("data", "an update list must be a non-empty list of update blobs")
+    return blobs
+
+
+def version_covers(version: bytes, point: bytes) -> bool:
+    """Whether a holder of ``version`` holds every op of ``point`` (encoded version vectors)."""
+    try:
+        covers: bool = VersionVector.decode(version).includes_vv(VersionVector.decode(point))
+    except (KeyboardInterrupt, SystemExit):
+        raise
+    except BaseException:  # undecodable: covers nothing (loro reports it as a Rust panic)
+        return False
+    return covers
 
 
 def _within_64_bits(texts: Iterable[str]) -> bool:
@@ -125,10 +163,12 @@ class ImportOutcome:
 @dataclass(frozen=True)
 class CheckedImport:
     """What a checked import (``PartitionDoc.import_checked``) did: whether anything was
-    new, and the records it touched."""
+    new, the records it touched, and the update blob to store for it (the peer's blob as it
+    came, or one export of what a list of blobs added)."""
 
     changed: bool
     touched: frozenset[str]
+    update: bytes = b""
 
 
 _MERGEABLE = "\U0001f91d:$" + _ROOT + ">"  # Loro's name for a mergeable child of root map r
@@ -381,7 +421,8 @@ class PartitionDoc:
         self.fork().import_checked(data)
 
     def import_checked(self, data: bytes, before_state: Callable[[frozenset[str]], None] | None = None) -> CheckedImport:
-        """Import a peer's update bytes once every operation they carry fits the layout.
+        """Import a peer's sync chunk (one update blob, or a list of them: ``split_chunk``)
+        once every operation it carries fits the layout.
 
         **On InvalidRecordError this document may hold the refused operations** (in its op
         log, never in its state): the caller must discard it and reload the committed one.
@@ -405,25 +446,28 @@ class PartitionDoc:
         the records the update touches while the state is still the previous one (to read
         their previous versions).
         """
-        try:
-            meta = LoroDoc.decode_import_blob_meta(data, False)  # import_ checks the checksum
-        except (KeyboardInterrupt, SystemExit):
-            raise
-        except BaseException as exc:  # undecodable bytes surface as a Rust panic
-            raise InvalidRecordError("data", f"not a valid update: {type(exc).__name__}: {exc}") from None
-        if meta.mode != EncodedBlobMode.Updates:
-            mode = str(meta.mode).rsplit(".", 1)[-1]  # a pyo3 enum: no .value, despite the stub
-            raise InvalidRecordError("data", f"only update blobs are accepted, not {mode}")
+        blobs = split_chunk(data)
+        for blob in blobs:
+            try:
+                meta = LoroDoc.decode_import_blob_meta(blob, False)  # import_ checks the checksum
+            except (KeyboardInterrupt, SystemExit):
+                raise
+            except BaseException as exc:  # undecodable bytes surface as a Rust panic
+                raise InvalidRecordError("data", f"not a valid update: {type(exc).__name__}: {exc}") from None
+            if meta.mode != EncodedBlobMode.Updates:
+                mode = str(meta.mode).rsplit(".", 1)[-1]  # a pyo3 enum: no .value, despite the stub
+                raise InvalidRecordError("data", f"only update blobs are accepted, not {mode}")
         doc = self._doc
         start = doc.oplog_vv
         doc.detach()
-        try:
-            status = doc.import_(data)
-        except (KeyboardInterrupt, SystemExit):
-            raise
-        except BaseException as exc:
-            raise InvalidRecordError("data", f"not a valid update: {type(exc).__name__}: {exc}") from None
-        if status.pending is not None:
+        for blob in blobs:  # in the order given (commit order): each may depend on the one before
+            try:
+                doc.import_(blob)
+            except (KeyboardInterrupt, SystemExit):
+                raise
+            except BaseException as exc:
+                raise InvalidRecordError("data", f"not a valid update: {type(exc).__name__}: {exc}") from None
+        if doc.export_pending_updates() is not None:  # some change still waits for its dependencies
             raise InvalidRecordError("data", "the update depends on changes this partition does not have")
         end = doc.oplog_vv
         if end.encode() == start.encode():
@@ -444,7 +488,8 @@ class PartitionDoc:
         if before_state is not None:
             before_state(touched)
         doc.attach()
-        return CheckedImport(changed=True, touched=touched)
+        update: bytes = blobs[0] if len(blobs) == 1 else doc.export(ExportMode.Updates(start))
+        return CheckedImport(changed=True, touched=touched, update=update)
 
     def _check_references(self, check: _UpdateCheck) -> None:
         """Every record written exists or is created, and so does every "e" list pushed to;

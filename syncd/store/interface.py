@@ -91,8 +91,10 @@ class SyncStore(Protocol):
         """Encoded version vectors (an empty vector for partitions not held)."""
         ...
 
-    async def export_missing(self, partition: str, their_version: bytes) -> bytes:
-        """The updates of ``partition`` a holder of ``their_version`` lacks (b"" if none)."""
+    async def export_missing(self, partition: str, their_version: bytes, *, update_lists: bool = False) -> bytes:
+        """The updates of ``partition`` a holder of ``their_version`` lacks (b"" if none):
+        one Loro update blob or, if ``update_lists`` (the peer speaks protocol 3), possibly
+        a list of them (``documents.pack_updates``)."""
         ...
 
     async def import_chunk(self, partition: str, data: bytes, *, source: str) -> ImportResult:

@@ -34,7 +34,8 @@ COMPACT_TAIL = 8
 class PartitionRefold:
     """What a rebuild found for one partition: ``writes`` and ``deletes`` turn its stored
     derived rows into the fold of the document it read at feed seq ``seq``; ``snapshot``,
-    if any, is that document, to replace its update rows up to ``last_update``."""
+    if any, is that document (at ``version``), to replace its update rows up to
+    ``last_update``."""
 
     partition: str
     seq: int
@@ -44,6 +45,7 @@ class PartitionRefold:
     deletes: list[derived.RowKey]
     snapshot: bytes | None = None
     last_update: int = 0
+    version: bytes = b""
 
 
 def refold_partition(conn: sqlite3.Connection, partition: str, dataset_id: str) -> PartitionRefold:
@@ -61,26 +63,26 @@ def refold_partition(conn: sqlite3.Connection, partition: str, dataset_id: str) 
     writes, deletes = derived.diff_partition(stored, groups)
     snapshot = doc.export_snapshot() if last_update - snapshot_seq > COMPACT_TAIL else None
     return PartitionRefold(partition, seq, len(state), sum(len(rows) for rows in groups.values()), writes, deletes,
-                           snapshot, last_update)
+                           snapshot, last_update, doc.version() if snapshot is not None else b"")
 
 
 def to_wire(refold: PartitionRefold) -> bytes:
     data: bytes = msgpack.packb(
         [refold.partition, refold.seq, refold.records, refold.rows, refold.writes, refold.deletes,
-         refold.snapshot, refold.last_update]
+         refold.snapshot, refold.last_update, refold.version]
     )
     return data
 
 
 def from_wire(item: Any) -> PartitionRefold:
-    partition, seq, records, rows, writes, deletes, snapshot, last_update = item
-    if snapshot is not None and not isinstance(snapshot, bytes):
-        raise TypeError("a snapshot must be bytes")
+    partition, seq, records, rows, writes, deletes, snapshot, last_update, version = item
+    if (snapshot is not None and not isinstance(snapshot, bytes)) or not isinstance(version, bytes):
+        raise TypeError("a snapshot and its version must be bytes")
     return PartitionRefold(
         str(partition), int(seq), int(records), int(rows),
         [tuple(w) for w in writes],
         [(model, row_id) for model, row_id in deletes],
-        snapshot, int(last_update),
+        snapshot, int(last_update), version,
     )
 
 

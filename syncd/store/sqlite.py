@@ -53,8 +53,8 @@ from syncd.logs.partitions import matches
 from syncd.logs.state import PartitionState, group_of
 from syncd.logs.writes import WriteResult
 from syncd.store import derived, doc_tables
-from syncd.store.doc_tables import all_partitions, read_blobs
-from syncd.store.documents import EMPTY_VERSION, PartitionDoc
+from syncd.store.doc_tables import all_partitions, read_blobs, updates_after
+from syncd.store.documents import EMPTY_VERSION, PartitionDoc, pack_updates, version_covers
 from syncd.store.interface import Decide, ImportResult, Page, RebuildReport, Store, StoreStatus, Subscription
 from syncd.store.migrate import migrate
 from syncd.store.rebuild import refold_in_workers
@@ -526,11 +526,17 @@ class SqliteStore:
         found = await self._read(fetch)
         return {p: found.get(p, EMPTY_VERSION) for p in wanted}
 
-    async def export_missing(self, partition: str, their_version: bytes) -> bytes:
+    async def export_missing(self, partition: str, their_version: bytes, *, update_lists: bool = False) -> bytes:
         async with self._locks[partition]:
             loaded = self._cache.get(partition)
             if loaded is not None and loaded.doc is not None:
                 doc = loaded.doc
+            elif (stored := await self._read(lambda c: updates_after(
+                    c, partition, lambda point: version_covers(their_version, point)))) is not None and (
+                    update_lists or len(stored) <= 1):
+                # The update rows the peer lacks, as stored: no document loaded (a cold
+                # document with an update tail takes milliseconds to load).
+                return pack_updates(stored) if stored else b""
             elif loaded is not None or await self._held(partition):
                 # Exporting needs the document only: no decoding, and no cache churn (a
                 # full sync of a large school would otherwise evict every writer's doc).
@@ -568,11 +574,12 @@ class SqliteStore:
             except BaseException:
                 self._evict(partition)
                 raise
-            # The peer's bytes are stored as they came: every change they carry is checked,
-            # and any we already had are skipped again when the document is next loaded. A
-            # first import is stored as a snapshot at once: a document loads from a snapshot
-            # several times faster than from the updates it was built of.
-            await self._commit_change(partition, loaded, data, rows, compact=fresh, created=created)
+            # A peer's blob is stored as it came: every change it carries is checked, and any
+            # we already had are skipped again when the document is next loaded (a list of
+            # blobs is stored as one export of what it added). A first import is stored as a
+            # snapshot at once: a document loads from a snapshot several times faster than
+            # from the updates it was built of.
+            await self._commit_change(partition, loaded, checked.update, rows, compact=fresh, created=created)
             log.debug("imported %d records into %s from %s", len(grown), partition, source)
             return ImportResult(partition, changed=True, pending=False, touched_groups=len(touched), records=len(grown))
 
@@ -739,7 +746,8 @@ def _write_job(
     index: Sequence[tuple[str, str, str, str]] = (),
 ) -> Job:
     def job(conn: sqlite3.Connection) -> None:
-        conn.execute("INSERT INTO doc_updates (partition, seq, bytes) VALUES (?, ?, ?)", (partition, seq, update))
+        conn.execute("INSERT INTO doc_updates (partition, seq, bytes, vv) VALUES (?, ?, ?, ?)",
+                     (partition, seq, update, version))
         if index:
             conn.executemany(_INDEX_SQL, index)
         for change in changes:
@@ -750,7 +758,7 @@ def _write_job(
             (partition, feed_seq, version),
         )
         if snapshot is not None:
-            _store_snapshot(conn, partition, snapshot, seq)
+            _store_snapshot(conn, partition, snapshot, seq, version)
 
     return job
 
@@ -769,18 +777,20 @@ def _rebuild_diff_job(refold: PartitionRefold) -> Callable[[sqlite3.Connection],
             return False
         derived.write_partition_diff(conn, refold.partition, refold.writes, refold.deletes)
         if refold.snapshot is not None:
-            _store_snapshot(conn, refold.partition, refold.snapshot, refold.last_update)
+            _store_snapshot(conn, refold.partition, refold.snapshot, refold.last_update, refold.version)
         return True
 
     return job
 
 
-def _store_snapshot(conn: sqlite3.Connection, partition: str, snapshot: bytes, seq: int) -> None:
-    """Replace a partition's snapshot and its update rows up to ``seq`` by ``snapshot``."""
+def _store_snapshot(conn: sqlite3.Connection, partition: str, snapshot: bytes, seq: int, version: bytes) -> None:
+    """Replace a partition's snapshot and its update rows up to ``seq`` by ``snapshot``
+    (whose version vector is ``version``)."""
     conn.execute(
-        "INSERT INTO documents (partition, snapshot, snapshot_seq) VALUES (?, ?, ?) "
-        "ON CONFLICT(partition) DO UPDATE SET snapshot = excluded.snapshot, snapshot_seq = excluded.snapshot_seq",
-        (partition, snapshot, seq),
+        "INSERT INTO documents (partition, snapshot, snapshot_seq, vv) VALUES (?, ?, ?, ?) "
+        "ON CONFLICT(partition) DO UPDATE SET snapshot = excluded.snapshot, snapshot_seq = excluded.snapshot_seq, "
+        "vv = excluded.vv",
+        (partition, snapshot, seq, version),
     )
     conn.execute("DELETE FROM doc_updates WHERE partition = ? AND seq <= ?", (partition, seq))
 

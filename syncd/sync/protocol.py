@@ -78,8 +78,12 @@ from syncd.sync.messages import (
     Sub, Subscription, Want, decode_vv, in_subscription, vv_covers,
 )
 
-PROTOCOL_VERSION = 2             # 2: hellos carry the sender's instance (clone detection)
+# 2: hellos carry the sender's instance (clone detection). 3: a delta's data may be a list
+# of update blobs (``store.documents.pack_updates``): a partition's stored update rows, sent
+# as they are, so the sender needs no document in memory to answer an incremental sync.
+PROTOCOL_VERSION = 3
 MIN_VERSION = 2
+UPDATE_LISTS_SINCE = 3
 DELTA_BUDGET = 4 * 2**20         # delta bytes per frame; the codec caps a frame at 8 MiB
 MAX_DELTAS_PER_FRAME = 2_000
 MAX_ASSEMBLY = 64 * 2**20        # one partition's pieces held before import
@@ -158,9 +162,11 @@ class NeedVersions:
 
 @dataclass(frozen=True)
 class Export:
-    """Answer with ``export_ready(partition, await store.export_missing(partition, their_vv))``."""
+    """Answer with ``export_ready(partition, await store.export_missing(partition, their_vv,
+    update_lists=update_lists))``: ``update_lists`` when the peer reads lists of blobs."""
     partition: str
     their_vv: bytes
+    update_lists: bool = False
 
 
 @dataclass(frozen=True)
@@ -324,6 +330,7 @@ class _Session:
         self.state = State.IDLE
         self.peer: DeviceId | None = None
         self.peer_instance: Instance | None = None
+        self.peer_version = 0  # the protocol version of the peer's hello
         self._clone = False
         self._is_revoked, self._budget = is_revoked, delta_budget
         self._gen: Step | None = None
@@ -446,7 +453,7 @@ class _Session:
                                       "this is ourselves")
         if hello.tag != self.me.facility.tag:
             raise _Fail("facility", "the peer belongs to another facility (tag mismatch)")
-        self.peer, self.peer_instance = hello.device, hello.instance
+        self.peer, self.peer_instance, self.peer_version = hello.device, hello.instance, hello.version
 
     def _proven(self) -> None:
         """The peer's proof verified: a peer with our device id is now a proven clone."""
@@ -478,7 +485,8 @@ class _Session:
         while (self._outq or self._current) and used < self._budget and len(out) < MAX_DELTAS_PER_FRAME:
             if self._current is None:
                 partition, vv = self._outq.popleft()
-                self._current = (partition, (yield Export(partition, vv)), 0)
+                lists = min(self.peer_version, PROTOCOL_VERSION) >= UPDATE_LISTS_SINCE
+                self._current = (partition, (yield Export(partition, vv, lists)), 0)
             partition, data, offset = self._current
             piece = data[offset:offset + self._budget - used]
             offset += len(piece)

@@ -156,7 +156,8 @@ async def execute(session: ClientSession | ServerSession, outputs: list[Output],
         elif isinstance(out, NeedVersions):
             queue.extend(session.versions_ready(await store.version_vectors(out.partitions)))
         elif isinstance(out, Export):
-            queue.extend(session.export_ready(out.partition, await store.export_missing(out.partition, out.their_vv)))
+            data = await store.export_missing(out.partition, out.their_vv, update_lists=out.update_lists)
+            queue.extend(session.export_ready(out.partition, data))
         elif isinstance(out, Import):
             try:
                 result = await store.import_chunk(out.partition, out.data, source=session.peer or "?")

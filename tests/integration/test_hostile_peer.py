@@ -46,6 +46,7 @@ from loro import ExportMode, LoroDoc, LoroMap, VersionVector
 
 from syncd.logs.records import canonical_json
 from syncd.store.facility import load_facility
+from syncd.store.documents import split_chunk
 from syncd.sync import auth, codec
 from syncd.sync.membership import Facility
 from syncd.sync.messages import (
@@ -589,7 +590,7 @@ def _member_doc(school: School) -> tuple[Member, LoroDoc, str]:
     assert PARTITION in changes.vvs
     data = member.pull(PARTITION)
     doc = LoroDoc()  # type: ignore[no-untyped-call]
-    doc.import_(data)
+    doc.import_batch(split_chunk(data))  # the victim may answer with its update rows (protocol 3)
     doc.peer_id = secrets.randbits(63)
     records: Any = doc.get_map("r").get_deep_value()
     (record_id,) = [rid for rid, body in records.items() if len(body.get("e", [])) == 3]

@@ -429,3 +429,60 @@ def test_a_stored_record_keeps_integers_beyond_64_bits(number: int) -> None:
     for (record,) in (doc.records(), doc.records_named([rid])):
         assert record.fields["n"] == number and type(record.fields["n"]) is int
         assert record.events[0]["n"] == [number] and type(record.events[0]["n"][0]) is int
+
+
+# --- lists of update blobs (protocol 3) -------------------------------------------------
+def _tail(records: int = 3) -> tuple[PartitionDoc, bytes, list[bytes], PartitionDoc]:
+    """(base document, its snapshot, three later update blobs, the source with all of it)."""
+    source, ids = _seeded(records=records)
+    snapshot = source.export_snapshot()
+    blobs = [source.apply([_event(rid, 10 + i)]) for i, rid in enumerate(ids[:3])]
+    return PartitionDoc.load([snapshot], 2), snapshot, blobs, source
+
+
+def test_a_list_of_update_blobs_imports_like_the_blobs_one_by_one() -> None:
+    base, snapshot, blobs, source = _tail()
+    chunk = documents.pack_updates(blobs)
+    assert chunk.startswith(documents.UPDATE_LIST) and documents.split_chunk(chunk) == blobs
+    assert documents.pack_updates(blobs[:1]) == blobs[0]  # one blob travels as itself
+    checked = base.import_checked(chunk)
+    assert checked.changed and len(checked.touched) == 3
+    assert base.version() == source.version() and base.deep_value() == source.deep_value()
+    # what the store keeps for the list: one update that brings the base to the same state
+    again = PartitionDoc.load([snapshot, checked.update], 3)
+    assert again.version() == source.version() and again.deep_value() == source.deep_value()
+
+
+@pytest.mark.parametrize("payload, match", [
+    (b"\xc1", "malformed update list"),
+    (b"\x91\x01\x02", "malformed update list"),              # trailing bytes
+    (b"\x81\xa1a\x01", "malformed update list"),            # a map
+    (b"\x01", "non-empty list of update blobs"),             # a scalar
+    (b"\x90", "non-empty list of update blobs"),            # empty
+    (b"\x92\xc4\x01x\x01", "non-empty list of update blobs"),  # not all bytes
+])
+def test_a_malformed_update_list_is_refused(payload: bytes, match: str) -> None:
+    base, _, _, _ = _tail()
+    _refused(base, documents.UPDATE_LIST + payload, match)
+
+
+def test_an_update_list_with_a_snapshot_or_a_gap_is_refused() -> None:
+    base, _, blobs, source = _tail()
+    _refused(base, documents.pack_updates([blobs[0], source.export_snapshot()]), "only update blobs")
+    _refused(base, documents.pack_updates([blobs[0], b"loro-but-not-really"]), "not a valid update")
+    # the second blob's change depends on the first, which the list leaves out
+    chained = [source.apply([_event(rid, 20)]) for rid in source.record_ids()[:2]]
+    _refused(base, documents.pack_updates([blobs[0], chained[1]]), "depends on changes")
+
+
+def test_version_covers_compares_version_vectors() -> None:
+    doc, ids = _seeded()
+    early = doc.version()
+    doc.apply([_event(ids[0], 9)])
+    late = doc.version()
+    other, _ = _seeded(peer=9)
+    assert documents.version_covers(late, early) and documents.version_covers(late, late)
+    assert not documents.version_covers(early, late)
+    assert not documents.version_covers(late, other.version())
+    assert documents.version_covers(late, EMPTY_VERSION)
+    assert not documents.version_covers(b"\xff\xff", late)

@@ -61,6 +61,7 @@ class InMemoryReplica:
         self.facility = facility
         self.revocations: tuple[bytes, ...] = ()            # what this replica passes on
         self.revocations_heard: list[tuple[str, bytes]] = []  # (peer, revocation) received
+        self.exports: list[Export] = []                   # every export the sessions asked for
         self.docs: dict[str, PartitionDoc] = {}
         self.states: dict[str, PartitionState] = {}
         self.rows: dict[str, dict[GroupKey, list[DerivedRow]]] = {}
@@ -203,7 +204,7 @@ class InMemoryReplica:
     async def version_vectors(self, partitions: Sequence[str]) -> dict[str, bytes]:
         return self.versions(partitions)
 
-    async def export_missing(self, partition: str, their_version: bytes) -> bytes:
+    async def export_missing(self, partition: str, their_version: bytes, *, update_lists: bool = False) -> bytes:
         return self.export(partition, their_version)
 
     async def import_chunk(self, partition: str, data: bytes, *, source: str) -> ImportResult:
@@ -251,6 +252,7 @@ def execute(replica: InMemoryReplica, session: ClientSession | ServerSession, ou
         elif isinstance(out, NeedVersions):
             queue.extend(session.versions_ready(replica.versions(out.partitions)))
         elif isinstance(out, Export):
+            replica.exports.append(out)
             queue.extend(session.export_ready(out.partition, replica.export(out.partition, out.their_vv)))
         elif isinstance(out, Import):
             try:

@@ -10,7 +10,7 @@ import pytest
 
 from syncd.errors import LocalProtocolError
 from syncd.logs.partitions import anon_partition, user_partition
-from syncd.sync import auth
+from syncd.sync import auth, protocol
 from syncd.sync.membership import mint_facility
 from syncd.discovery import txt
 from syncd.sync.messages import Changes, Error, Hello, Instance, Message, Proof, Sub
@@ -476,6 +476,30 @@ def test_the_proofs_bind_the_instances() -> None:
 
 def test_the_advert_names_the_protocol_version() -> None:
     assert txt.PROTOCOL_VERSION == PROTOCOL_VERSION
+
+
+def test_update_lists_are_asked_for_only_from_peers_that_read_them(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Protocol 3 lets an export be a list of stored update blobs; a version-2 peer gets
+    single blobs. Here the client's hello says 2 (the module speaks 3 again once it is
+    sent): the server exports for it without lists."""
+    a, b, _ = school()
+    result = sync_pair(a, b)
+    assert result.client is not None and result.client.outcome == "ok"
+    assert b.exports and all(e.update_lists for e in b.exports)
+
+    a, b, _ = school()
+    monkeypatch.setattr(protocol, "PROTOCOL_VERSION", 2)
+
+    def back_to_3(side: str, trip: int, frame: tuple[Message, ...]) -> tuple[Message, ...]:
+        if side == "c" and isinstance(frame[0], Hello):
+            assert frame[0].version == 2
+            monkeypatch.setattr(protocol, "PROTOCOL_VERSION", 3)
+        return frame
+
+    result = sync_pair(a, b, tamper=back_to_3)
+    assert result.client is not None and result.client.outcome == "ok", result.client
+    assert b.exports and not any(e.update_lists for e in b.exports)
+    assert a.raw_json() == b.raw_json()
 
 
 def test_revoked_device_gets_no_data() -> None:
