@@ -531,18 +531,18 @@ class SqliteStore:
             loaded = self._cache.get(partition)
             if loaded is not None and loaded.doc is not None:
                 doc = loaded.doc
-            elif (stored := await self._read(lambda c: updates_after(
-                    c, partition, lambda point: version_covers(their_version, point)))) is not None and (
-                    update_lists or len(stored) <= 1):
-                # The update rows the peer lacks, as stored: no document loaded (a cold
-                # document with an update tail takes milliseconds to load).
-                return pack_updates(stored) if stored else b""
-            elif loaded is not None or await self._held(partition):
+            else:
+                # The update rows the peer lacks, as stored: no document loaded (one with
+                # an update tail takes milliseconds to load, tens in a large school).
+                stored = await self._read(lambda c: updates_after(
+                    c, partition, lambda point: version_covers(their_version, point)))
+                if stored is not None and (update_lists or len(stored) <= 1):
+                    return pack_updates(stored) if stored else b""
+                if loaded is None and not await self._held(partition):
+                    return b""
                 # Exporting needs the document only: no decoding, and no cache churn (a
                 # full sync of a large school would otherwise evict every writer's doc).
                 doc = await self._load_doc(partition)
-            else:
-                return b""
             if doc.version() == their_version:
                 return b""
             return doc.export_since(their_version)
