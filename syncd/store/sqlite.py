@@ -380,14 +380,17 @@ class SqliteStore:
         _, blobs, _ = await self._read(lambda c: read_blobs(c, partition))
         return PartitionDoc.load(blobs, self.identity.peer_id)
 
-    async def _hot(self, partition: str, loaded: _Loaded) -> tuple[PartitionDoc, PartitionState]:
+    async def _hot(self, partition: str, loaded: _Loaded, *, keep: bool = True) -> tuple[PartitionDoc, PartitionState]:
         """A loaded partition's document and records (the caller holds its lock), made
         hot: reloaded and decoded if need be. Only the ``cache_decoded`` most recently used
         partitions stay hot; the others release their document and decoded records.
 
         Releasing another partition is safe even while a write holds its lock: every user
         of a document or a state reads it between two awaits, never across one (a commit
-        in flight needs neither, and no one can reload the partition before it ends)."""
+        in flight needs neither, and no one can reload the partition before it ends).
+        ``keep=False`` (an import into a partition that is not hot): the partition does
+        not join the hot ones, so sync traffic evicts no writer's partition, and the
+        caller releases it once done."""
         if loaded.doc is None:
             loaded.doc = await self._load_doc(partition)
         doc = loaded.doc
@@ -395,6 +398,8 @@ class SqliteStore:
             loaded.state = PartitionState.from_records(partition, doc.records(), loader=loaded.records_named)
             self._store_index(partition, loaded.state.index())
         state = loaded.state
+        if not keep:
+            return doc, state  # the caller releases it when done (``_release``)
         self._decoded[partition] = None
         self._decoded.move_to_end(partition)
         if len(self._decoded) <= self._cache_decoded:
@@ -407,10 +412,16 @@ class SqliteStore:
             del self._decoded[name]
             held = self._cache.get(name)
             if held is not None:
-                held.doc = None
-                if held.state is not None:
-                    held.state.shed()  # keeps the index: a later reader decodes its groups only
+                self._release(held)
         return doc, state
+
+    @staticmethod
+    def _release(loaded: _Loaded) -> None:
+        """Drop a partition's document and decoded records; it keeps its index (a later
+        reader decodes its groups only) and its row memory."""
+        loaded.doc = None
+        if loaded.state is not None:
+            loaded.state.shed()
 
     def _store_index(self, partition: str, entries: Sequence[tuple[str, str, GroupKey]]) -> None:
         """Write a partition's record index in the background (a cache of its document:
@@ -554,34 +565,47 @@ class SqliteStore:
     async def import_chunk(self, partition: str, data: bytes, *, source: str) -> ImportResult:
         async with self._locks[partition]:
             loaded = await self._get(partition)
-            doc, state = await self._hot(partition, loaded)
-            fresh = len(state) == 0  # a first import: decode everything
+            # A partition that is not hot stays cold after the import: a full sync of a
+            # school would otherwise hold the last ``cache_decoded`` learners' documents
+            # and records in memory (tens of MB), and evict the partitions being written.
+            hot = partition in self._decoded
+            doc, state = await self._hot(partition, loaded, keep=hot)
             try:
-                # Checked by its operations first, cheap to refuse. The document is changed
-                # in place: on any refusal from here on it holds ops that are not stored,
-                # so it is evicted (the except below) and reloaded from the committed rows.
-                # (the touched records' groups are decoded while the state is the old one)
-                checked = doc.import_checked(data, before_state=state.prefetch)
-                if not checked.changed:
-                    return ImportResult(partition, changed=False, pending=False, touched_groups=0, records=0)
-                # Only what the chunk touched is decoded and checked; the rest is as committed.
-                after = doc.records(strict=True) if fresh else doc.records_named(sorted(checked.touched), strict=True)
-                previous = {r.id: state.get(r.id) for r in after}
-                grown = check_growth({i: r for i, r in previous.items() if r is not None}, after)
-                touched = state.absorb(grown)  # creation fields (so groups) never change
-                rows = derive(state, touched, self.dataset_id)
-                created = [(r.id, r.kind, group_of(r)) for r in grown if previous.get(r.id) is None]
-            except BaseException:
-                self._evict(partition)
-                raise
-            # A peer's blob is stored as it came: every change it carries is checked, and any
-            # we already had are skipped again when the document is next loaded (a list of
-            # blobs is stored as one export of what it added). A first import is stored as a
-            # snapshot at once: a document loads from a snapshot several times faster than
-            # from the updates it was built of.
-            await self._commit_change(partition, loaded, checked.update, rows, compact=fresh, created=created)
-            log.debug("imported %d records into %s from %s", len(grown), partition, source)
-            return ImportResult(partition, changed=True, pending=False, touched_groups=len(touched), records=len(grown))
+                return await self._import_into(partition, loaded, doc, state, data, source)
+            finally:
+                if not hot:
+                    self._release(loaded)
+
+    async def _import_into(self, partition: str, loaded: _Loaded, doc: PartitionDoc, state: PartitionState,
+                           data: bytes, source: str) -> ImportResult:
+        """import_chunk's work on the loaded partition (the caller holds its lock)."""
+        fresh = len(state) == 0  # a first import: decode everything
+        try:
+            # Checked by its operations first, cheap to refuse. The document is changed
+            # in place: on any refusal from here on it holds ops that are not stored,
+            # so it is evicted (the except below) and reloaded from the committed rows.
+            # (the touched records' groups are decoded while the state is the old one)
+            checked = doc.import_checked(data, before_state=state.prefetch)
+            if not checked.changed:
+                return ImportResult(partition, changed=False, pending=False, touched_groups=0, records=0)
+            # Only what the chunk touched is decoded and checked; the rest is as committed.
+            after = doc.records(strict=True) if fresh else doc.records_named(sorted(checked.touched), strict=True)
+            previous = {r.id: state.get(r.id) for r in after}
+            grown = check_growth({i: r for i, r in previous.items() if r is not None}, after)
+            touched = state.absorb(grown)  # creation fields (so groups) never change
+            rows = derive(state, touched, self.dataset_id)
+            created = [(r.id, r.kind, group_of(r)) for r in grown if previous.get(r.id) is None]
+        except BaseException:
+            self._evict(partition)
+            raise
+        # A peer's blob is stored as it came: every change it carries is checked, and any
+        # we already had are skipped again when the document is next loaded (a list of
+        # blobs is stored as one export of what it added). A first import is stored as a
+        # snapshot at once: a document loads from a snapshot several times faster than
+        # from the updates it was built of.
+        await self._commit_change(partition, loaded, checked.update, rows, compact=fresh, created=created)
+        log.debug("imported %d records into %s from %s", len(grown), partition, source)
+        return ImportResult(partition, changed=True, pending=False, touched_groups=len(touched), records=len(grown))
 
     # --- rebuild --------------------------------------------------------------------------
     async def rebuild(self, progress: Callable[[int, int], None] | None = None) -> RebuildReport:

@@ -535,3 +535,40 @@ async def test_an_export_without_a_covered_point_loads_the_document(tmp_path: Pa
         assert PartitionDoc.load([half], 9).version() == whole.version()
     finally:
         await source.close()
+
+
+async def test_imports_leave_the_hot_partitions_as_they_were(tmp_path: Path) -> None:
+    """A sync's imports do not make their partitions hot: the learners being written to
+    keep their documents in memory, and the imported ones are released once committed
+    (a full sync of a school would otherwise hold ``cache_decoded`` of them)."""
+    from syncd.store.documents import EMPTY_VERSION
+
+    source = await open_sqlite(tmp_path / "source")
+    target = await open_sqlite(tmp_path / "target", cache_decoded=2)
+    try:
+        users = await _learners(source, 4)
+        writer = uuid.uuid4().hex
+        await _mixed_workload(target, writer, 0)
+        assert list(target._decoded) == [user_partition(writer)]
+        for user in users:
+            chunk = await source.export_missing(user_partition(user), EMPTY_VERSION)
+            assert (await target.import_chunk(user_partition(user), chunk, source="test")).changed
+        assert list(target._decoded) == [user_partition(writer)]
+        assert all(target._cache[user_partition(u)].doc is None for u in users)
+        # a hot partition stays hot through an import
+        await _mixed_workload(source, writer, 500)
+        chunk = await source.export_missing(user_partition(writer), (await target.version_vectors(
+            [user_partition(writer)]))[user_partition(writer)])
+        await target.import_chunk(user_partition(writer), chunk, source="test")
+        assert list(target._decoded) == [user_partition(writer)]
+        # released partitions read, take writes and sync on as before
+        await _mixed_workload(target, users[0], 900)
+        chunk = await target.export_missing(user_partition(users[0]), (await source.version_vectors(
+            [user_partition(users[0])]))[user_partition(users[0])])
+        await source.import_chunk(user_partition(users[0]), chunk, source="test")
+        for user in users:
+            for model in DERIVED_MODELS:
+                assert await rows(target, model, user_id=user) == await rows(source, model, user_id=user), model
+    finally:
+        await source.close()
+        await target.close()
