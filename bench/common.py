@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import select
+import shutil
 import signal
 import statistics
 import subprocess
@@ -39,6 +40,7 @@ class Daemon:
     """A syncd daemon in a fresh short temp dir (or on a given state dir)."""
 
     def __init__(self, *, extra_config: str = "", root: Path | None = None) -> None:
+        self.owns_root = root is None  # a temp dir of ours: removed by stop() (SYNCD_BENCH_KEEP=1 keeps it)
         self.root = root or Path(tempfile.mkdtemp(prefix="sdb", dir="/tmp"))
         self.socket = self.root / "api.sock"
         self.config = self.root / "syncd.toml"
@@ -75,6 +77,8 @@ class Daemon:
         if self.proc and self.proc.poll() is None:
             self.proc.send_signal(signal.SIGTERM)
             self.proc.wait(60)
+        if self.owns_root and not os.environ.get("SYNCD_BENCH_KEEP"):
+            shutil.rmtree(self.root, ignore_errors=True)  # a school's state is hundreds of MB
 
 
 def median(values: list[float]) -> float:
