@@ -26,7 +26,7 @@ import orjson
 from loro import EncodedBlobMode, ExportMode, LoroDoc, VersionVector
 
 from syncd.errors import InvalidRecordError
-from syncd.logs.records import RECORD_KINDS, CreateRecord, Mutation, RawRecord, canonical_json
+from syncd.logs.records import RECORD_KINDS, CreateRecord, Mutation, RawRecord, canonical_json, matches_canonical
 
 _ROOT = "r"
 _RECORD_ID = re.compile(r"^[0-9a-f]{32}$")
@@ -142,6 +142,8 @@ def _strict_json(text: object, where: str) -> dict[str, Any]:
             raise InvalidRecordError(where, f"invalid JSON: {exc}") from None
         if not isinstance(value, dict):
             raise InvalidRecordError(where, "must be a JSON object")
+        if matches_canonical(value, text):  # orjson's comparison where it is exact
+            return value
         try:
             canonical = canonical_json(value)
         except ValueError:  # NaN, Infinity, 1e999

@@ -46,7 +46,7 @@ from loro import ExportMode, LoroDoc, LoroMap, VersionVector
 
 from syncd.logs.records import canonical_json
 from syncd.store.facility import load_facility
-from syncd.store.documents import split_chunk
+from syncd.store.documents import UPDATE_LIST, pack_updates, split_chunk
 from syncd.sync import auth, codec
 from syncd.sync.membership import Facility
 from syncd.sync.messages import (
@@ -303,12 +303,14 @@ class Member:
                 return b"".join(pieces)
             status, frame = self.wire.frame([Ack(())])
 
-    def push(self, partition: str, doc: LoroDoc) -> tuple[int, list[Message]]:
-        """Offer ``doc``'s version, send what the victim says it lacks; the final answer."""
+    def push(self, partition: str, doc: LoroDoc, data: bytes | None = None) -> tuple[int, list[Message]]:
+        """Offer ``doc``'s version, send what the victim says it lacks (or ``data``); the
+        final answer."""
         status, frame = self.wire.frame([Offer({partition: doc.oplog_vv.encode()})])
         wants = [m for m in frame if isinstance(m, Want)]
         assert status == 200 and wants and partition in wants[0].vvs, (status, frame)
-        data = doc.export(ExportMode.Updates(VersionVector.decode(wants[0].vvs[partition])))
+        if data is None:
+            data = doc.export(ExportMode.Updates(VersionVector.decode(wants[0].vvs[partition])))
         pieces = [data[i:i + PIECE] for i in range(0, len(data), PIECE)] or [b""]
         for n, piece in enumerate(pieces):
             last = n == len(pieces) - 1
@@ -750,6 +752,37 @@ def test_member_chunk_that_breaks_validation_is_refused(school: School, attack: 
     assert "WARNING" in line and re.search(reason, line), line
     watch.wait_for(rf"sync server {member.device_id[:12]} .* failed: .*refused", f"the failed session ({attack})")
     assert_nothing_stored(before, school.d1, attack)
+    assert_still_serving(school)
+
+
+@pytest.mark.parametrize("attack, reason", [
+    ("list_with_a_gap", r"depends on changes"),
+    ("list_holding_a_snapshot", r"only update blobs"),
+    ("malformed_list", r"malformed update list"),
+])
+def test_member_update_list_that_does_not_fit_is_refused(school: School, attack: str, reason: str) -> None:
+    """Protocol 3 chunks (a list of update blobs) go through the same checks: a list that
+    leaves out a change the next one needs, holds a snapshot or is not msgpack is refused."""
+    member, doc, record_id = _member_doc(school)
+    try:
+        blobs = []
+        for _ in range(3):  # three honest events, one commit each
+            before = doc.oplog_vv
+            _events(doc, record_id).push(canonical_json(_next_event(doc, record_id, time_spent_delta=1.0)))
+            doc.commit()
+            blobs.append(doc.export(ExportMode.Updates(before)))
+        data = {"list_with_a_gap": pack_updates([blobs[0], blobs[2]]),
+                "list_holding_a_snapshot": pack_updates([blobs[0], doc.export(ExportMode.Snapshot())]),
+                "malformed_list": UPDATE_LIST + b"\xc1"}[attack]
+        before_stored = raw_fingerprint(school.d1)
+        watch = LogWatch(school.d1)
+        status, answer = member.push(PARTITION, doc, data)
+    finally:
+        member.close()
+    assert status == 200 and len(answer) == 1 and isinstance(answer[0], Error) and answer[0].code == "refused", answer
+    line = watch.wait_for(rf"refused a chunk of {PARTITION} from peer {member.device_id[:12]}: ", attack)
+    assert re.search(reason, line), line
+    assert_nothing_stored(before_stored, school.d1, attack)
     assert_still_serving(school)
 
 
