@@ -239,6 +239,11 @@ class SqliteStore:
             meta = dict(conn.execute("SELECT key, value FROM meta").fetchall())
             self._dataset_id = str(meta.get("dataset_id", NO_DATASET))
             self._feed_seq = int(conn.execute("SELECT coalesce(max(seq), 0) FROM partition_seq").fetchone()[0])
+            # The feed seq every change up to which has committed (or failed): what a
+            # change-feed reader may scan up to. ``_feed_seq`` runs ahead of it while a
+            # commit is in flight; a reader that took that seq as its cursor end would step
+            # past a change that lands after its scan, and never offer it.
+            self._committed_feed_seq = self._feed_seq
         finally:
             conn.close()
         self._loop = asyncio.get_running_loop()
@@ -322,12 +327,17 @@ class SqliteStore:
                 changes.append(change)
         index = [(partition, rid, kind, derived.group_text(group)) for rid, kind, group in created if group is not None]
         job = _write_job(partition, seq, update, changes, self._feed_seq, loaded.doc.version(), snapshot, index)
+        feed_seq = self._feed_seq
         try:
             await self._writer.submit(job)
         except BaseException as exc:
             self._evict(partition)
             log.error("commit of a change to %s failed: %s", partition, exc)
             raise StoreUnavailableError(f"the change could not be stored ({exc}); nothing was kept") from exc
+        finally:
+            # The writer settles jobs in the order they were queued, and seqs are taken in
+            # that order: every seq up to this one has committed or failed by now.
+            self._committed_feed_seq = max(self._committed_feed_seq, feed_seq)
         for group, after in written.items():
             previous = loaded.written.get(group)
             if group in partial and previous is not None:
@@ -336,7 +346,7 @@ class SqliteStore:
                 loaded.written[group] = after
         loaded.next_seq = seq + 1
         loaded.tail = 0 if snapshot is not None else loaded.tail + 1
-        self._notify(partition, self._feed_seq)
+        self._notify(partition, feed_seq)
 
     def subscribe(self, listener: Callable[[str, int], None]) -> Callable[[], None]:
         """Call ``listener(partition, feed_seq)`` after every commit that changes a
@@ -491,7 +501,7 @@ class SqliteStore:
             records=counts,
             store_bytes=size,
             digests=digests,
-            feed_seq=self._feed_seq,
+            feed_seq=self._committed_feed_seq,
             loaded_documents=sum(1 for held in self._cache.values() if held.doc is not None),
             extra={"commits": self._writer.commits, "committed_jobs": self._writer.jobs,
                    "indexed_partitions": len(self._cache)},
@@ -513,10 +523,12 @@ class SqliteStore:
 
     @property
     def feed_seq(self) -> int:
-        return self._feed_seq
+        return self._committed_feed_seq
 
     async def changes_since(self, seq: int, subscription: Subscription) -> tuple[int, dict[str, bytes]]:
-        current = self._feed_seq  # read before the scan: a change racing it is seen next time
+        # Up to the last committed seq, read before the scan: a change committing after
+        # that is above it, so the next scan from the returned cursor sees it.
+        current = self._committed_feed_seq
         rows = await self._read(lambda c: c.execute(
             "SELECT partition, vv FROM partition_seq WHERE seq > ? AND seq <= ? ORDER BY seq", (seq, current)
         ).fetchall())

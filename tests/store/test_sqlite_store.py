@@ -572,3 +572,34 @@ async def test_imports_leave_the_hot_partitions_as_they_were(tmp_path: Path) -> 
     finally:
         await source.close()
         await target.close()
+
+
+async def test_the_change_feed_ends_at_the_last_committed_change(tmp_path: Path) -> None:
+    """A peer's scan of the change feed while a write is committing must not return a
+    cursor past that write: the next scan from that cursor would skip it, and the peer
+    would never be offered the change."""
+    import threading
+
+    store = await open_sqlite(tmp_path)
+    gate = threading.Event()
+    try:
+        (user,) = await _learners(store, 1)
+        cursor, _ = await store.changes_since(0, "all")
+        blocked = asyncio.ensure_future(store.run_write(lambda conn: gate.wait(30)))  # holds the writer thread
+        other = uuid.uuid4().hex
+        write = asyncio.ensure_future(start(store, other, 5))
+        for _ in range(200):  # until the write has taken its feed seq and queued its commit
+            if store._feed_seq > cursor:
+                break
+            await asyncio.sleep(0.005)
+        assert store._feed_seq > cursor
+        during, seen = await store.changes_since(cursor, "all")
+        assert user_partition(other) not in seen and during == cursor
+        gate.set()
+        await blocked
+        await write
+        after, seen = await store.changes_since(during, "all")
+        assert user_partition(other) in seen and after > during
+    finally:
+        gate.set()  # a failed assertion must not leave the writer thread waiting
+        await store.close()
