@@ -25,6 +25,7 @@ from syncd.cli_common import (
     EXIT_NOT_RUNNING,
     EXIT_OK,
     EXIT_USAGE,
+    Progress,
     call,
     config_error,
     config_option,
@@ -184,9 +185,15 @@ def sync(peer: str | None, as_json: bool, socket: str | None, config_path: str |
 @config_option
 def rebuild(as_json: bool, socket: str | None, config_path: str | None) -> None:
     """Refold every derived row (summaries, mastery, session views) from the raw logs and
-    store the rows that differ; waits for it."""
-    answer = call(socket, config_path, lambda client: client.rebuild(), timeout=3600)
+    store the rows that differ; waits for it, showing the partitions done on stderr
+    (not with --json)."""
     if as_json:
+        answer = call(socket, config_path, lambda client: client.rebuild(), timeout=3600)
         click.echo(render.json_text(answer), nl=False)
-    else:
-        click.echo(render.table([{**answer, "seconds": round(float(answer["seconds"]), 3)}], REBUILD_COLUMNS), nl=False)
+        return
+    bar = Progress("rebuilding partitions")
+    try:
+        answer = call(socket, config_path, lambda client: client.rebuild(bar.update), timeout=3600)
+    finally:
+        bar.close()
+    click.echo(render.table([{**answer, "seconds": round(float(answer["seconds"]), 3)}], REBUILD_COLUMNS), nl=False)

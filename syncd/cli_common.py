@@ -1,5 +1,6 @@
-"""What every ``syncd`` command shares: exit statuses, the common options, and ``call``
-(find the daemon, run one client call, turn failures into messages and exit statuses).
+"""What every ``syncd`` command shares: exit statuses, the common options, ``call``
+(find the daemon, run one client call, turn failures into messages and exit statuses)
+and ``Progress`` (a progress bar on stderr for long work).
 
 Exit status (DESIGN §9)::
 
@@ -12,8 +13,9 @@ Exit status (DESIGN §9)::
 from __future__ import annotations
 
 import asyncio
+import sys
 from collections.abc import Awaitable, Callable
-from typing import NoReturn, TypeVar
+from typing import Any, NoReturn, TypeVar
 
 import click
 
@@ -26,6 +28,28 @@ EXIT_USAGE = 2
 EXIT_NOT_RUNNING = 3
 
 T = TypeVar("T")
+
+
+class Progress:
+    """A progress bar on stderr for people, opened at the first (done, total) report
+    (click draws it only on a terminal; elsewhere it writes the label once)."""
+
+    def __init__(self, label: str) -> None:
+        self.label = label
+        self._bar: Any = None
+        self._done = 0
+
+    def update(self, done: int, total: int) -> None:
+        if self._bar is None:
+            self._bar = click.progressbar(length=total, label=self.label, file=sys.stderr, show_pos=True)
+            self._bar.__enter__()
+        self._bar.update(done - self._done)
+        self._done = done
+
+    def close(self) -> None:
+        if self._bar is not None:
+            self._bar.__exit__(None, None, None)
+            self._bar = None
 
 
 def fail(message: str, status: int) -> NoReturn:

@@ -26,7 +26,7 @@ from collections.abc import Mapping, Sequence
 from datetime import datetime
 from pathlib import Path
 from types import TracebackType
-from typing import Any
+from typing import Any, Callable
 
 import aiohttp
 
@@ -256,10 +256,33 @@ class SyncdClient:
         the sessions and returns their reports."""
         return _expect_dict(await self._call("POST", "/sync", json={"peer": peer} if peer else {}))
 
-    async def rebuild(self) -> dict[str, Any]:
+    async def rebuild(self, progress: Callable[[int, int], None] | None = None) -> dict[str, Any]:
         """``POST /rebuild``: refold every derived row from the raw logs; waits for it and
-        returns what it did (partitions, records, rows, seconds, workers, refolded_here)."""
-        return _expect_dict(await self._call("POST", "/rebuild"))
+        returns what it did (partitions, records, rows, seconds, workers, refolded_here).
+        ``progress(done, total)`` is called as partitions finish (``?progress=1``)."""
+        if progress is None:
+            return _expect_dict(await self._call("POST", "/rebuild"))
+        try:
+            async with self._open().post(BASE_URL + "/rebuild", params={"progress": "1"},
+                                         headers=self._headers(self.user, self.event_time)) as response:
+                if response.status != 200:
+                    raise _api_error(response.status, _decode(await response.text()))
+                async for raw in response.content:
+                    line = json.loads(raw)
+                    if "report" in line:
+                        return _expect_dict(line["report"])
+                    if "error" in line:
+                        raise _api_error(500, line)
+                    progress(int(line["done"]), int(line["total"]))
+        except aiohttp.ClientConnectorError as exc:
+            raise self._connect_error(exc) from exc
+        except asyncio.TimeoutError:
+            raise ClientError(f"no answer within {self.timeout} s: {self.socket_path}") from None
+        except aiohttp.ClientError as exc:
+            raise ClientError(f"{type(exc).__name__}: {exc}: {self.socket_path}") from exc
+        except (ValueError, KeyError, TypeError) as exc:
+            raise ClientError(f"the daemon's progress stream is malformed ({exc}): {self.socket_path}") from None
+        raise ClientError(f"the rebuild's progress stream ended without a report: {self.socket_path}")
 
     async def start_session(
         self,

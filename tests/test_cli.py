@@ -18,7 +18,7 @@ from click.testing import CliRunner, Result
 from syncd import cli, client
 from syncd.client import ApiError, DaemonNotRunning, SyncdClient, locate_socket
 from syncd.errors import ConfigError
-from tests.daemon_harness import DaemonProcess
+from tests.daemon_harness import DaemonProcess, UnixHTTP
 from tests.test_client_unit import FakeDaemon, fake, short_dir  # noqa: F401 (fixtures)
 
 SYNCD = Path(sys.executable).parent / "syncd"
@@ -318,6 +318,16 @@ def test_client_and_cli_against_a_real_daemon(daemon: DaemonProcess) -> None:
     table = invoke("rebuild", "--socket", sock)
     assert table.exit_code == 0, table.stderr
     assert table.stdout.split()[:6] == ["PARTITIONS", "RECORDS", "ROWS", "SECONDS", "WORKERS", "REFOLDED_HERE"]
+    assert "rebuilding partitions" in table.stderr  # people see progress; --json output stays clean
+    assert rebuilt.stderr == ""
+    # the API streams the progress it reports (application/x-ndjson), and refuses what it does not know
+    http = UnixHTTP(daemon.socket)
+    status, headers, data = http.raw("POST", "/rebuild?progress=1")
+    lines = [json.loads(line) for line in data.splitlines()]
+    assert status == 200 and headers["content-type"] == "application/x-ndjson"
+    assert lines[0] == {"done": 1, "total": 1} and lines[-1]["report"]["partitions"] == 1
+    assert http.json("POST", "/rebuild?progress=2")[0] == 400
+    assert http.json("POST", "/rebuild?verbose=1")[0] == 400
     assert invoke("logs", "summaries", "--user", LEARNER, "--socket", sock).stdout == before_rebuild.stdout
 
 

@@ -237,3 +237,34 @@ async def test_timeout_is_a_client_error(fake: FakeDaemon) -> None:
             await client.status()
     assert not isinstance(info.value, (DaemonNotRunning, ApiError))
     assert info.value.exit_code == 1
+
+
+# --- the rebuild's progress stream ---------------------------------------------------------
+
+
+def _ndjson(*lines: dict[str, Any]) -> str:
+    return "".join(json.dumps(line) + "\n" for line in lines)
+
+
+async def test_rebuild_reports_progress_then_the_report(fake: FakeDaemon) -> None:
+    report = {"partitions": 3, "records": 9, "rows": 12, "seconds": 0.5, "workers": 2, "refolded_here": 0}
+    fake.replies[("POST", "/rebuild")] = (200, _ndjson({"done": 1, "total": 3}, {"done": 3, "total": 3},
+                                                       {"report": report}))
+    seen: list[tuple[int, int]] = []
+    async with SyncdClient(fake.socket_path) as client:
+        assert await client.rebuild(lambda done, total: seen.append((done, total))) == report
+    assert seen == [(1, 3), (3, 3)]
+    assert fake.seen[-1].query == {"progress": "1"}
+
+
+@pytest.mark.parametrize("body, error", [
+    (_ndjson({"done": 1, "total": 3}, {"error": "rebuild_failed", "detail": "disk full"}), "rebuild_failed"),
+    (_ndjson({"done": 1, "total": 3}), "ended without a report"),
+    ("{not json\n", "malformed"),
+    (_ndjson({"done": "x"}), "malformed"),
+])
+async def test_a_broken_rebuild_stream_is_an_error(fake: FakeDaemon, body: str, error: str) -> None:
+    fake.replies[("POST", "/rebuild")] = (200, body)
+    async with SyncdClient(fake.socket_path) as client:
+        with pytest.raises((ApiError, ClientError), match=error):
+            await client.rebuild(lambda done, total: None)

@@ -6,6 +6,8 @@ caller's credentials (SO_PEERCRED), DESIGN §8.
 
 from __future__ import annotations
 
+import asyncio
+import json
 import os
 import socket
 import struct
@@ -15,6 +17,8 @@ from aiohttp import web
 
 from syncd.api.errors import ApiError
 from syncd.api.keys import STATUS_EXTRA, STORE, SYNC
+from syncd.errors import StoreError
+from syncd.store.interface import RebuildReport
 
 _UCRED = struct.Struct("3i")  # pid, uid, gid
 
@@ -75,10 +79,60 @@ async def sync_now(request: web.Request) -> web.Response:
     return web.json_response({"sessions": reports})
 
 
-async def rebuild(request: web.Request) -> web.Response:
+def _report(report: RebuildReport) -> dict[str, Any]:
+    return {"partitions": report.partitions, "records": report.records, "rows": report.rows,
+            "seconds": report.seconds, "workers": report.workers, "refolded_here": report.refolded_here}
+
+
+async def rebuild(request: web.Request) -> web.StreamResponse:
+    """``POST /rebuild``: refold every derived row; the report once done. With
+    ``?progress=1`` the answer streams as it goes, one JSON object a line
+    (application/x-ndjson): ``{"done", "total"}`` as partitions finish (the latest only,
+    when they finish faster than the lines go out), then ``{"report": {...}}``, or an
+    error as every endpoint gives one (``{"error", "detail"}``) if the rebuild failed
+    after the stream began."""
     require_admin(request)
-    report = await request.app[STORE].rebuild()
-    return web.json_response(
-        {"partitions": report.partitions, "records": report.records, "rows": report.rows, "seconds": report.seconds,
-         "workers": report.workers, "refolded_here": report.refolded_here}
-    )
+    unknown = set(request.query) - {"progress"}
+    if unknown:
+        raise ApiError(400, "invalid_parameter", f"unknown parameter: {', '.join(sorted(unknown))}")
+    progress = request.query.get("progress", "0")
+    if progress not in ("0", "1"):
+        raise ApiError(400, "invalid_parameter", "progress must be 0 or 1")
+    store = request.app[STORE]
+    if progress == "0":
+        return web.json_response(_report(await store.rebuild()))
+
+    latest: list[tuple[int, int]] = []
+    moved = asyncio.Event()
+
+    def on_progress(done: int, total: int) -> None:
+        latest[:] = [(done, total)]
+        moved.set()
+
+    response = web.StreamResponse(headers={"Content-Type": "application/x-ndjson"})
+    await response.prepare(request)
+    work = asyncio.ensure_future(store.rebuild(on_progress))
+    try:
+        while True:
+            waiting = asyncio.ensure_future(moved.wait())
+            await asyncio.wait({work, waiting}, return_when=asyncio.FIRST_COMPLETED)
+            waiting.cancel()
+            moved.clear()
+            if latest:
+                done, total = latest.pop()
+                await response.write(_line({"done": done, "total": total}))
+            if work.done():
+                break
+        try:
+            await response.write(_line({"report": _report(work.result())}))
+        except StoreError as exc:
+            await response.write(_line({"error": "rebuild_failed", "detail": str(exc)}))
+    finally:
+        if not work.done():  # the caller went away: the rebuild still finishes, unwatched
+            work.add_done_callback(lambda task: task.cancelled() or task.exception())
+    await response.write_eof()
+    return response
+
+
+def _line(value: dict[str, Any]) -> bytes:
+    return json.dumps(value, separators=(",", ":")).encode() + b"\n"
