@@ -255,6 +255,17 @@ def digests(conn: sqlite3.Connection) -> dict[str, str]:
     return {p: h.hexdigest() for p, h in sorted(hashes.items())}
 
 
+def partition_digest(conn: sqlite3.Connection, partition: str) -> str | None:
+    """One partition's entry of ``digests`` (None if it has no derived rows)."""
+    h = hashlib.sha256()
+    rows = 0
+    for model in DERIVED_MODELS:
+        for row_id, row in conn.execute(f"SELECT id, row FROM {model} WHERE partition = ? ORDER BY id", (partition,)):
+            h.update(f"{model}\0{row_id}\0{row}\n".encode())
+            rows += 1
+    return h.hexdigest() if rows else None
+
+
 def _check_model(model: str) -> None:
     if model not in DERIVED_MODELS:
         raise ValueError(f"unknown model {model!r}")

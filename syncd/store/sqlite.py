@@ -246,6 +246,8 @@ class SqliteStore:
             self._committed_feed_seq = self._feed_seq
         finally:
             conn.close()
+        self._digests: dict[str, str] = {}  # partition -> digest of its derived rows (status)
+        self._digest_generation = 0          # moves whenever derived rows may have changed
         self._loop = asyncio.get_running_loop()
         self._writer = _Writer(self.path, self._loop, group_commit=group_commit)
         self._readers = ThreadPoolExecutor(max_workers=2, thread_name_prefix="syncd-reader")
@@ -338,6 +340,8 @@ class SqliteStore:
             # The writer settles jobs in the order they were queued, and seqs are taken in
             # that order: every seq up to this one has committed or failed by now.
             self._committed_feed_seq = max(self._committed_feed_seq, feed_seq)
+        if changes:
+            self._rows_changed(partition)
         for group, after in written.items():
             previous = loaded.written.get(group)
             if group in partial and previous is not None:
@@ -485,13 +489,22 @@ class SqliteStore:
         return await self._read(lambda c: derived.read_debug(c, model, ids))
 
     async def status(self) -> StoreStatus:
-        def gather(conn: sqlite3.Connection) -> tuple[int, dict[str, int], dict[str, str]]:
-            partitions = int(conn.execute(
-                "SELECT count(*) FROM (SELECT partition FROM documents UNION SELECT partition FROM doc_updates)"
-            ).fetchone()[0])
-            return partitions, derived.counts(conn), derived.digests(conn)
+        # Digests are kept per partition until its rows change: hashing every row of a
+        # school on each call took seconds. One computed while rows changed is not kept.
+        generation, known = self._digest_generation, dict(self._digests)
 
-        partitions, counts, digests = await self._read(gather)
+        def gather(conn: sqlite3.Connection) -> tuple[int, dict[str, int], dict[str, str]]:
+            names = all_partitions(conn)
+            fresh = {}
+            for name in names:
+                if name not in known and (digest := derived.partition_digest(conn, name)) is not None:
+                    fresh[name] = digest
+            return len(names), derived.counts(conn), fresh
+
+        partitions, counts, fresh = await self._read(gather)
+        if self._digest_generation == generation:
+            self._digests.update(fresh)
+        digests = dict(sorted({**known, **fresh}.items()))
         size = sum(p.stat().st_size for p in self.path.parent.glob(DB_FILE + "*") if p.is_file())
         return StoreStatus(
             device_id=self.device_id,
@@ -643,6 +656,8 @@ class SqliteStore:
             async def take(refold: PartitionRefold) -> None:
                 async with self._locks[refold.partition]:
                     stored = await self._writer.submit(_rebuild_diff_job(refold))
+                    if stored and (refold.writes or refold.deletes):
+                        self._rows_changed(refold.partition)
                     self._forget_rows(refold.partition)
                     loaded = self._cache.get(refold.partition)
                     if stored and refold.snapshot is not None and loaded is not None:
@@ -654,9 +669,22 @@ class SqliteStore:
 
             workers = min(self._rebuild_workers, len(names), os.cpu_count() or 1)
             left = await refold_in_workers(self.path, self.dataset_id, names, workers, take) if workers else names
-            await self._refold_here([*left, *here], count)
+            try:
+                await self._refold_here([*left, *here], count)
+            finally:
+                if left or here:
+                    self._rows_changed(None)
             return RebuildReport(len(names), totals["records"], totals["rows"], time.perf_counter() - started,
                                  workers=workers, refolded_here=len(left) + len(here))
+
+    def _rows_changed(self, partition: str | None) -> None:
+        """Forget the status digest of a partition whose derived rows changed (None: all);
+        called once the change has committed."""
+        self._digest_generation += 1
+        if partition is None:
+            self._digests.clear()
+        else:
+            self._digests.pop(partition, None)
 
     def _forget_rows(self, partition: str) -> None:
         """Drop a partition's row memory (its next write rewrites the groups it touches)."""
@@ -720,8 +748,11 @@ class SqliteStore:
 
     async def run_write(self, fn: Callable[[sqlite3.Connection], T]) -> T:
         """Run ``fn`` as a durable transaction of the writer thread; its return value once
-        committed."""
-        return await self._writer.submit(fn)
+        committed (it may change any row: the status digests are recomputed)."""
+        try:
+            return await self._writer.submit(fn)
+        finally:
+            self._rows_changed(None)
 
     async def set_dataset(self, dataset_id: str) -> RebuildReport | None:
         """Adopt the facility's ``dataset_id`` (creating or joining a facility): the
@@ -760,7 +791,10 @@ class SqliteStore:
             for model in DERIVED_MODELS:
                 conn.execute(f"DELETE FROM {model}")
 
-        await self._writer.submit(drop)
+        try:
+            await self._writer.submit(drop)
+        finally:
+            self._rows_changed(None)
 
 
 _INDEX_SQL = "INSERT OR IGNORE INTO record_index (partition, record_id, kind, grp) VALUES (?, ?, ?, ?)"

@@ -603,3 +603,47 @@ async def test_the_change_feed_ends_at_the_last_committed_change(tmp_path: Path)
     finally:
         gate.set()  # a failed assertion must not leave the writer thread waiting
         await store.close()
+
+
+async def test_status_digests_are_kept_until_the_rows_change(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """GET /status reports every partition's digest; each is computed once and kept until
+    that partition's rows change (a write, an import, a rebuild, a drop), and always
+    equals a full scan of the tables."""
+    from syncd.store import derived
+    from syncd.store.documents import EMPTY_VERSION
+
+    computed: list[str] = []
+    real = derived.partition_digest
+    monkeypatch.setattr(derived, "partition_digest", lambda conn, p: computed.append(p) or real(conn, p))
+
+    async def check(expect_computed: set[str]) -> None:
+        computed.clear()
+        assert (await store.status()).digests == await store.run_read(derived.digests)
+        assert set(computed) == expect_computed
+
+    store = await open_sqlite(tmp_path / "a")
+    source = await open_sqlite(tmp_path / "b")
+    try:
+        users = await _learners(store, 3)
+        parts = {user_partition(u) for u in users}
+        await check(parts)
+        await check(set())                      # nothing changed: nothing hashed again
+        await start(store, users[0], 700)
+        await check({user_partition(users[0])})
+        newcomer = uuid.uuid4().hex
+        await _mixed_workload(source, newcomer, 0)
+        await store.import_chunk(user_partition(newcomer), await source.export_missing(
+            user_partition(newcomer), EMPTY_VERSION), source="test")
+        await check({user_partition(newcomer)})
+        await store.run_write(lambda c: c.execute("UPDATE attemptlog SET row = '{}'"))
+        await check(parts | {user_partition(newcomer)})
+        await store.rebuild()                   # puts the attempts back
+        await check({p for p in parts | {user_partition(newcomer)}
+                     if await store.run_read(lambda c, p=p: c.execute(
+                         "SELECT 1 FROM attemptlog WHERE partition = ?", (p,)).fetchone())})
+        await store.drop_derived_rows()
+        await check(parts | {user_partition(newcomer)})
+        assert (await store.status()).digests == {}
+    finally:
+        await store.close()
+        await source.close()
