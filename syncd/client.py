@@ -20,9 +20,10 @@ Errors (all ``SyncdError``)::
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import os
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from datetime import datetime
 from pathlib import Path
 from types import TracebackType
@@ -192,11 +193,18 @@ class SyncdClient:
         sent.update(headers or {})
         if json is not None and data is not None:
             raise ValueError("pass json or data, not both")
-        try:
+        with self._transport_errors():
             async with self._open().request(
                 method, BASE_URL + path, json=json, data=data, headers=sent, params=params
             ) as response:
                 return response.status, _decode(await response.text())
+
+    @contextlib.contextmanager
+    def _transport_errors(self) -> Iterator[None]:
+        """aiohttp's failures (no daemon, no answer in time, a broken connection) as
+        this client's errors."""
+        try:
+            yield
         except aiohttp.ClientConnectorError as exc:
             raise self._connect_error(exc) from exc
         except asyncio.TimeoutError:
@@ -263,23 +271,18 @@ class SyncdClient:
         if progress is None:
             return _expect_dict(await self._call("POST", "/rebuild"))
         try:
-            async with self._open().post(BASE_URL + "/rebuild", params={"progress": "1"},
-                                         headers=self._headers(self.user, self.event_time)) as response:
-                if response.status != 200:
-                    raise _api_error(response.status, _decode(await response.text()))
-                async for raw in response.content:
-                    line = json.loads(raw)
-                    if "report" in line:
-                        return _expect_dict(line["report"])
-                    if "error" in line:
-                        raise _api_error(500, line)
-                    progress(int(line["done"]), int(line["total"]))
-        except aiohttp.ClientConnectorError as exc:
-            raise self._connect_error(exc) from exc
-        except asyncio.TimeoutError:
-            raise ClientError(f"no answer within {self.timeout} s: {self.socket_path}") from None
-        except aiohttp.ClientError as exc:
-            raise ClientError(f"{type(exc).__name__}: {exc}: {self.socket_path}") from exc
+            with self._transport_errors():
+                async with self._open().post(BASE_URL + "/rebuild", params={"progress": "1"},
+                                             headers=self._headers(self.user, self.event_time)) as response:
+                    if response.status != 200:
+                        raise _api_error(response.status, _decode(await response.text()))
+                    async for raw in response.content:
+                        line = json.loads(raw)
+                        if "report" in line:
+                            return _expect_dict(line["report"])
+                        if "error" in line:
+                            raise _api_error(500, line)
+                        progress(int(line["done"]), int(line["total"]))
         except (ValueError, KeyError, TypeError) as exc:
             raise ClientError(f"the daemon's progress stream is malformed ({exc}): {self.socket_path}") from None
         raise ClientError(f"the rebuild's progress stream ended without a report: {self.socket_path}")
