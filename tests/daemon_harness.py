@@ -14,6 +14,7 @@ import select
 import shutil
 import signal
 import socket
+import sqlite3
 import subprocess
 import sys
 import tempfile
@@ -47,6 +48,16 @@ def _table(name: str, values: Mapping[str, Any]) -> str:
 def short_tempdir(prefix: str = "sd") -> Path:
     """A short directory path: Unix socket paths are limited to 107 bytes."""
     return Path(tempfile.mkdtemp(prefix=prefix, dir="/tmp"))
+
+
+def derived_digests(conn: sqlite3.Connection) -> dict[str, str]:
+    """Every partition's ``derived.partition_digest`` read straight from a database file's
+    tables (what GET /status reports, without the daemon's cache)."""
+    from syncd.logs.records import DERIVED_MODELS
+    from syncd.store.derived import partition_digest
+
+    names = sorted({p for model in DERIVED_MODELS for (p,) in conn.execute(f"SELECT DISTINCT partition FROM {model}")})
+    return {p: d for p in names if (d := partition_digest(conn, p)) is not None}
 
 
 class _UnixConnection(http.client.HTTPConnection):

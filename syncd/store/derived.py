@@ -240,23 +240,8 @@ def counts(conn: sqlite3.Connection) -> dict[str, int]:
     return {m: int(conn.execute(f"SELECT count(*) FROM {m}").fetchone()[0]) for m in DERIVED_MODELS}
 
 
-def digests(conn: sqlite3.Connection) -> dict[str, str]:
-    """partition -> SHA-256 over its derived rows ordered by (model, id): equal digests
-    mean byte-identical derived rows."""
-    hashes: dict[str, "hashlib._Hash"] = {}
-    for model in DERIVED_MODELS:
-        for partition, row_id, row in conn.execute(
-            f"SELECT partition, id, row FROM {model} ORDER BY partition, id"
-        ):
-            h = hashes.get(partition)
-            if h is None:
-                h = hashes[partition] = hashlib.sha256()
-            h.update(f"{model}\0{row_id}\0{row}\n".encode())
-    return {p: h.hexdigest() for p, h in sorted(hashes.items())}
-
-
 def partition_digest(conn: sqlite3.Connection, partition: str) -> str | None:
-    """One partition's entry of ``digests`` (None if it has no derived rows)."""
+    """SHA-256 over a partition's derived rows ordered by (model, id); None if it has none."""
     h = hashlib.sha256()
     rows = 0
     for model in DERIVED_MODELS:

@@ -111,12 +111,6 @@ def _orjson_loads(text: str) -> Any:
         return json.loads(text)
 
 
-def _trusted_loads(text: str) -> Any:
-    """A value from one of our own stored texts (canonical, checked when it came in):
-    orjson where it is exact, else the standard library."""
-    return _orjson_loads(text) if _within_64_bits((text,)) else json.loads(text)
-
-
 def _decode_bodies(bodies: Iterable[tuple[str, Any]]) -> list[RawRecord]:
     """Our own records from their stored bodies ({"k", "c", "e"}), checked at once for
     numbers beyond orjson."""

@@ -317,6 +317,7 @@ class SqliteStore:
         snapshot = loaded.doc.export_snapshot() if compact else None
         seq = loaded.next_seq
         self._feed_seq += 1
+        feed_seq = self._feed_seq
         changes = []
         written = {}
         for group, group_rows in rows.items():
@@ -327,9 +328,8 @@ class SqliteStore:
                 change, written[group] = derived.diff_group(group, group_rows, previous)
             if change.upserts or change.updates or change.deletes or change.replace:
                 changes.append(change)
-        index = [(partition, rid, kind, derived.group_text(group)) for rid, kind, group in created if group is not None]
-        job = _write_job(partition, seq, update, changes, self._feed_seq, loaded.doc.version(), snapshot, index)
-        feed_seq = self._feed_seq
+        index = _index_rows(partition, [(rid, kind, group) for rid, kind, group in created if group is not None])
+        job = _write_job(partition, seq, update, changes, feed_seq, loaded.doc.version(), snapshot, index)
         try:
             await self._writer.submit(job)
         except BaseException as exc:
@@ -440,7 +440,7 @@ class SqliteStore:
     def _store_index(self, partition: str, entries: Sequence[tuple[str, str, GroupKey]]) -> None:
         """Write a partition's record index in the background (a cache of its document:
         if the write fails, the next load decodes the partition whole again)."""
-        rows = [(partition, rid, kind, derived.group_text(group)) for rid, kind, group in entries]
+        rows = _index_rows(partition, entries)
 
         def job(conn: sqlite3.Connection) -> None:
             conn.executemany(_INDEX_SQL, rows)
@@ -798,6 +798,11 @@ class SqliteStore:
 
 
 _INDEX_SQL = "INSERT OR IGNORE INTO record_index (partition, record_id, kind, grp) VALUES (?, ?, ?, ?)"
+
+
+def _index_rows(partition: str, entries: Sequence[tuple[str, str, GroupKey]]) -> list[tuple[str, str, str, str]]:
+    """record_index rows of (record id, kind, group) entries."""
+    return [(partition, rid, kind, derived.group_text(group)) for rid, kind, group in entries]
 
 
 def _group_key(text: str) -> GroupKey:

@@ -42,9 +42,8 @@ from typing import Any
 
 import pytest
 
-from syncd.store.derived import digests as derived_digests
 from syncd.store.sqlite import DB_FILE
-from tests.daemon_harness import DaemonProcess, short_tempdir, wait_until
+from tests.daemon_harness import DaemonProcess, derived_digests, short_tempdir, wait_until
 from tests.netns import NetnsLan, Node, require_netns
 
 pytestmark = pytest.mark.slow

@@ -20,7 +20,7 @@ from loro import ExportMode, LoroDoc, LoroList, LoroMap, LoroText, VersionVector
 from syncd.errors import InvalidRecordError
 from syncd.logs.records import AppendEvent, CreateRecord, Mutation, canonical_json
 from syncd.store import documents
-from syncd.store.documents import EMPTY_VERSION, PartitionDoc, _marker, _strict_json, _trusted_loads
+from syncd.store.documents import EMPTY_VERSION, PartitionDoc, _decode_bodies, _marker, _strict_json
 
 BIG = 10 * 2**20
 
@@ -419,7 +419,8 @@ def test_our_own_texts_read_back_exactly(value: dict[str, Any]) -> None:
     """A stored (canonical) text reads back to the value it was written from, integers
     beyond 64 bits and all: its serialisation is the same text again."""
     text = canonical_json(value)
-    assert canonical_json(_trusted_loads(text)) == text
+    (record,) = _decode_bodies([("a" * 32, {"k": "session", "c": text, "e": [text]})])
+    assert canonical_json(record.fields) == text and canonical_json(record.events[0]) == text
 
 
 @pytest.mark.parametrize("number", [2**64 - 1, 2**64, -(2**63), -(2**63) - 1, 10**30, -(10**18)])

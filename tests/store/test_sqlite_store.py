@@ -588,11 +588,10 @@ async def test_the_change_feed_ends_at_the_last_committed_change(tmp_path: Path)
         blocked = asyncio.ensure_future(store.run_write(lambda conn: gate.wait(30)))  # holds the writer thread
         other = uuid.uuid4().hex
         write = asyncio.ensure_future(start(store, other, 5))
-        for _ in range(200):  # until the write has taken its feed seq and queued its commit
-            if store._feed_seq > cursor:
-                break
-            await asyncio.sleep(0.005)
-        assert store._feed_seq > cursor
+        deadline = asyncio.get_running_loop().time() + 10
+        while store._feed_seq <= cursor:  # until the write has taken its feed seq and queued its commit
+            assert asyncio.get_running_loop().time() < deadline, "the write never took its feed seq"
+            await asyncio.sleep(0.005)  # wait-ok: polls the condition above, with a deadline
         during, seen = await store.changes_since(cursor, "all")
         assert user_partition(other) not in seen and during == cursor
         gate.set()
@@ -611,14 +610,16 @@ async def test_status_digests_are_kept_until_the_rows_change(tmp_path: Path, mon
     equals a full scan of the tables."""
     from syncd.store import derived
     from syncd.store.documents import EMPTY_VERSION
+    from tests.daemon_harness import derived_digests
 
     computed: list[str] = []
     real = derived.partition_digest
     monkeypatch.setattr(derived, "partition_digest", lambda conn, p: computed.append(p) or real(conn, p))
 
     async def check(expect_computed: set[str]) -> None:
+        full_scan = await store.run_read(derived_digests)
         computed.clear()
-        assert (await store.status()).digests == await store.run_read(derived.digests)
+        assert (await store.status()).digests == full_scan
         assert set(computed) == expect_computed
 
     store = await open_sqlite(tmp_path / "a")
