@@ -46,7 +46,7 @@ import secrets
 import time
 from collections.abc import Callable, Sequence
 from types import TracebackType
-from typing import Any, Final
+from typing import Any, Awaitable, Final
 
 import ifaddr
 from zeroconf import IPVersion, ServiceStateChange, Zeroconf, current_time_millis
@@ -167,6 +167,7 @@ class Discovery:
         self._aiozc: AsyncZeroconf | None = None
         self._browser: AsyncServiceBrowser | None = None
         self._info: AsyncServiceInfo | None = None  # registered advert
+        self._announcing: Awaitable[None] | None = None  # the registration's announcements
         self._addresses: tuple[str, ...] = ()  # our current IPv4 addresses
         self._lock = asyncio.Lock()
         self._ticker: asyncio.Task[None] | None = None
@@ -313,7 +314,9 @@ class Discovery:
                 log.info("mDNS: withdrew %s (no port or no address)", current.name)
             return
         if current is None:
-            await aiozc.async_register_service(desired, allow_name_change=True)
+            # The registration's announcements go on in the background, with this TXT;
+            # an update must wait for them, or an old one could be the last a peer hears.
+            self._announcing = await aiozc.async_register_service(desired, allow_name_change=True)
             self._info = desired
             log.info("mDNS: advertising %s port %d on %s", desired.name, desired.port, ", ".join(self._addresses))
             return
@@ -323,6 +326,9 @@ class Discovery:
             and sorted(current.parsed_addresses()) == sorted(desired.parsed_addresses())
         ):
             return
+        if self._announcing is not None:
+            await self._announcing
+            self._announcing = None
         self._info = desired
         await (await aiozc.async_update_service(desired))
         log.info("mDNS: re-announced %s port %d on %s", desired.name, desired.port, ", ".join(self._addresses))
