@@ -230,7 +230,13 @@ class Discovery:
         )
 
     async def update(self, *, tag: str | None | _Keep = KEEP, port: int | None | _Keep = KEEP) -> None:
-        """Change what we advertise (facility joined or left, port bound) and re-announce."""
+        """Change what we advertise (facility joined or left, port bound) and re-announce.
+
+        May be called at any time: before :meth:`start` (or while it is still opening
+        zeroconf) the new values go into the first registration; during the
+        registration it waits for it and then re-announces. The owner must therefore
+        route changes here from before it calls :meth:`start`, not from after it returns.
+        """
         new_tag = self._tag if isinstance(tag, _Keep) else tag
         new_port = self._port if isinstance(port, _Keep) else port
         build_txt(version=self._version, port=new_port or 1, tag=new_tag)  # ValueError if bad

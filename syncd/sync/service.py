@@ -223,12 +223,19 @@ class SyncService:
             return
         interfaces = list(self.settings.discovery.interfaces) or None
         discovery = Discovery(self.table, port=self.sync_port, tag=self.tag(), interfaces=interfaces)
+        # Known before it starts: the API already answers, and a facility created or
+        # joined during the second of start-up must reach the advert (facility_changed
+        # calls update(), which start() honours whether it comes before or during the
+        # registration); set only after start(), that tag was lost until the next restart.
+        self._discovery = discovery
         try:
             await discovery.start()
-        except OSError as exc:
+        except BaseException as exc:
+            self._discovery = None
+            if not isinstance(exc, OSError):
+                raise
             log.warning("mDNS discovery is off (%s); static peers still sync", exc)
             return
-        self._discovery = discovery
         self.table.add_listener(lambda _event: self._scheduler.poke() if self._scheduler else None)
 
     async def stop(self) -> None:
