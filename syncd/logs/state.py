@@ -160,6 +160,9 @@ class PartitionState:
         self._ensure_all()
         return [self.records[i] for i in self._group_of]
 
+    def holds(self, record_id: str) -> bool:
+        return record_id in self._group_of
+
     def group(self, record_id: str) -> GroupKey | None:
         """The derivation group of a record this state holds."""
         return self._group_of.get(record_id)

@@ -54,7 +54,7 @@ from syncd.logs.state import PartitionState, group_of
 from syncd.logs.writes import WriteResult
 from syncd.store import derived, doc_tables
 from syncd.store.doc_tables import all_partitions, read_blobs, updates_after
-from syncd.store.documents import EMPTY_VERSION, PartitionDoc, pack_updates, version_covers
+from syncd.store.documents import EMPTY_VERSION, NeedsDetachedImport, PartitionDoc, pack_updates, version_covers
 from syncd.store.interface import Decide, ImportResult, Page, RebuildReport, Store, StoreStatus, Subscription
 from syncd.store.migrate import migrate
 from syncd.store.rebuild import refold_in_workers
@@ -609,17 +609,26 @@ class SqliteStore:
             # Checked by its operations first, cheap to refuse. The document is changed
             # in place: on any refusal from here on it holds ops that are not stored,
             # so it is evicted (the except below) and reloaded from the committed rows.
-            # (the touched records' groups are decoded while the state is the old one)
-            checked = doc.import_checked(data, before_state=state.prefetch)
+            # A small chunk into a partition with records is imported attached (cheap on
+            # a loaded document); otherwise detached, the touched records' groups decoded
+            # while the state is the old one.
+            try:
+                checked = doc.import_checked(data, before_state=state.prefetch,
+                                             holds=None if fresh else state.holds)
+            except NeedsDetachedImport:  # rare: only the previous state can judge it
+                loaded.doc = doc = await self._load_doc(partition)
+                checked = doc.import_checked(data, before_state=state.prefetch)
             if not checked.changed:
                 return ImportResult(partition, changed=False, pending=False, touched_groups=0, records=0)
             # Only what the chunk touched is decoded and checked; the rest is as committed.
             after = doc.records(strict=True) if fresh else doc.records_named(sorted(checked.touched), strict=True)
-            previous = {r.id: state.get(r.id) for r in after}
+            # Attached, the touched records were not read before the import, but its
+            # operations only appended events to them: each is validated whole.
+            previous = {} if checked.attached else {r.id: state.get(r.id) for r in after}
             grown = check_growth({i: r for i, r in previous.items() if r is not None}, after)
+            created = [(r.id, r.kind, group_of(r)) for r in grown if not state.holds(r.id)]
             touched = state.absorb(grown)  # creation fields (so groups) never change
             rows = derive(state, touched, self.dataset_id)
-            created = [(r.id, r.kind, group_of(r)) for r in grown if previous.get(r.id) is None]
         except BaseException:
             self._evict(partition)
             raise

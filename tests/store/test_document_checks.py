@@ -1,13 +1,16 @@
-"""PartitionDoc.check_update: a peer's update is judged by its operations, before any state.
+"""PartitionDoc.import_checked: a peer's update is judged by its operations.
 
 Honest updates (PartitionDoc.apply with CreateRecord / AppendEvent, relayed, merged,
 derived from snapshots) pass; anything outside the layout is refused with a reason, also
 when the final state would not show it, and cheaply (a 1 MiB text insert into a non-empty
-document is refused well under a second)."""
+document is refused well under a second). Every case is judged both ways: detached (the
+state untouched until the verdict) and attached (state first, operations after), where the
+attached way either gives the same verdict or defers to the detached one."""
 
 from __future__ import annotations
 
 import json
+import re
 import time
 import uuid
 from typing import Any, Callable, Iterable
@@ -20,7 +23,16 @@ from loro import ExportMode, LoroDoc, LoroList, LoroMap, LoroText, VersionVector
 from syncd.errors import InvalidRecordError
 from syncd.logs.records import AppendEvent, CreateRecord, Mutation, canonical_json
 from syncd.store import documents
-from syncd.store.documents import EMPTY_VERSION, PartitionDoc, _decode_bodies, _marker, _strict_json
+from syncd.store.documents import (
+    ATTACHED_IMPORT_MAX,
+    EMPTY_VERSION,
+    CheckedImport,
+    NeedsDetachedImport,
+    PartitionDoc,
+    _decode_bodies,
+    _marker,
+    _strict_json,
+)
 
 BIG = 10 * 2**20
 
@@ -102,11 +114,35 @@ def _events(raw: LoroDoc, rid: str) -> Any:
     return _record(raw, rid).ensure_mergeable_list("e")
 
 
+def _attached(doc: PartitionDoc, data: bytes) -> CheckedImport | None:
+    """``data`` imported attached into a fork of ``doc`` (None: deferred to the detached
+    way, as the store then does)."""
+    held = set(doc.record_ids())
+    try:
+        return doc.fork().import_checked(data, holds=held.__contains__)
+    except NeedsDetachedImport:
+        return None
+
+
+def _passes(doc: PartitionDoc, data: bytes) -> None:
+    """``data`` passes both ways, touching the same records."""
+    detached = doc.fork().import_checked(data)
+    attached = _attached(doc, data)
+    assert attached is None or (attached.changed, attached.touched) == (detached.changed, detached.touched)
+    assert attached is None or attached.attached == (detached.changed and len(data) <= ATTACHED_IMPORT_MAX)
+
+
 def _refused(doc: PartitionDoc, data: bytes, match: str) -> InvalidRecordError:
     before = doc.version()
     with pytest.raises(InvalidRecordError, match=match) as info:
         doc.check_update(data)
     assert doc.version() == before  # nothing applied
+    try:
+        accepted = _attached(doc, data)
+    except InvalidRecordError as exc:
+        assert re.search(match, str(exc)), exc
+    else:
+        assert accepted is None, "the attached way accepted what the detached way refused"
     return info.value
 
 
@@ -125,23 +161,23 @@ def test_the_marker_matches_loro() -> None:
 def test_single_creation_passes_into_an_empty_and_a_non_empty_document() -> None:
     rid = _rid()
     _, (update,) = _doc(2, [_create(rid), _event(rid, 1)])
-    PartitionDoc.create(1).check_update(update)
+    _passes(PartitionDoc.create(1), update)
     seeded, _ = _seeded()
-    seeded.check_update(update)
+    _passes(seeded, update)
 
 
 def test_many_records_and_events_pass() -> None:
     ids = [_rid() for _ in range(200)]
     _, (update,) = _doc(2, _batch(*(_with_events(rid, 10) for rid in ids)))
     seeded, _ = _seeded()
-    seeded.check_update(update)
-    PartitionDoc.create(1).check_update(update)
+    _passes(seeded, update)
+    _passes(PartitionDoc.create(1), update)
 
 
 def test_an_append_to_an_existing_record_passes() -> None:
     seeded, ids = _seeded()
     peer = PartitionDoc.load([seeded.export_snapshot()], 2)
-    seeded.check_update(peer.apply([_event(ids[0], 4), _event(ids[1], 4)]))
+    _passes(seeded, peer.apply([_event(ids[0], 4), _event(ids[1], 4)]))
 
 
 def test_concurrent_appends_from_two_peers_and_their_relay_pass() -> None:
@@ -150,16 +186,16 @@ def test_concurrent_appends_from_two_peers_and_their_relay_pass() -> None:
     c = PartitionDoc.load([origin.export_snapshot()], 3)
     from_b = b.apply([_event(ids[0], 1, device="b" * 32), _event(ids[0], 2, device="b" * 32)])
     from_c = c.apply([_event(ids[0], 1, device="c" * 32)])
-    origin.check_update(from_b)
-    origin.check_update(from_c)
+    _passes(origin, from_b)
+    _passes(origin, from_c)
     # b merges c's append and relays both to the origin as one update
     version = origin.version()
-    b.check_update(from_c)
+    _passes(b, from_c)
     b.import_(from_c)
-    origin.check_update(b.export_since(version))
+    _passes(origin, b.export_since(version))
     # and each import in turn still passes
     origin.import_(from_b)
-    origin.check_update(from_c)
+    _passes(origin, from_c)
 
 
 def test_concurrent_creation_of_one_record_with_equal_fields_passes() -> None:
@@ -168,22 +204,39 @@ def test_concurrent_creation_of_one_record_with_equal_fields_passes() -> None:
     c, (from_c,) = _doc(3, [_create(rid), _event(rid, 1, device="c" * 32)])
     b.import_(from_c)
     relayed = b.export_since(EMPTY_VERSION)  # two creations of rid in one update
-    PartitionDoc.create(1).check_update(relayed)
-    c.check_update(from_b)  # c already holds k and c: the same values come again
+    _passes(PartitionDoc.create(1), relayed)
+    _passes(c, from_b)  # c already holds k and c: the same values come again
 
 
 def test_snapshot_derived_updates_pass() -> None:
     origin, ids = _seeded()
     loaded = PartitionDoc.load([origin.export_snapshot()], 2)
     rid = _rid()
-    origin.check_update(loaded.apply([_create(rid), _event(rid, 1), _event(ids[2], 4)]))
+    _passes(origin, loaded.apply([_create(rid), _event(rid, 1), _event(ids[2], 4)]))
     # the initial sync of a whole partition, exported from a snapshot-loaded copy
-    PartitionDoc.create(3).check_update(loaded.export_since(EMPTY_VERSION))
+    _passes(PartitionDoc.create(3), loaded.export_since(EMPTY_VERSION))
+
+
+def test_a_small_chunk_into_a_non_empty_document_is_imported_attached() -> None:
+    seeded, ids = _seeded()
+    peer = PartitionDoc.load([seeded.export_snapshot()], 2)
+    rid = _rid()
+    update = peer.apply([_create(rid), _event(rid, 1), _event(ids[0], 4)])
+    checked = _attached(seeded, update)
+    assert checked is not None and checked.attached and checked.touched == {rid, ids[0]}
+    # a chunk creating a record the document holds is left to the detached way
+    _, (creation,) = _doc(3, [_create(ids[1])])
+    assert _attached(seeded, creation) is None
+    # and so is one above the bound (imported detached even when ``holds`` is given)
+    big = PartitionDoc.load([seeded.export_snapshot()], 4).apply(_batch(*(_with_events(_rid(), 5, pad="y" * 200) for _ in range(100))))
+    assert len(big) > ATTACHED_IMPORT_MAX
+    checked = seeded.fork().import_checked(big, holds=set(ids).__contains__)
+    assert checked.changed and not checked.attached
 
 
 def test_an_update_already_held_passes() -> None:
     origin, _ = _seeded()
-    origin.check_update(origin.export_since(EMPTY_VERSION))
+    _passes(origin, origin.export_since(EMPTY_VERSION))
 
 
 # --- hostile updates are refused ----------------------------------------------------------
@@ -316,7 +369,7 @@ def test_events_added_to_one_record_are_capped(monkeypatch: pytest.MonkeyPatch) 
     seeded, ids = _seeded()
     _refused(seeded, _edit(seeded, lambda raw: [_events(raw, ids[0]).push("{}") for _ in range(101)]),
              "more than 100 events")
-    seeded.check_update(_edit(seeded, lambda raw: [_events(raw, rid).push("{}") for rid in ids for _ in range(100)]))
+    _passes(seeded, _edit(seeded, lambda raw: [_events(raw, rid).push("{}") for rid in ids for _ in range(100)]))
 
 
 def test_snapshots_garbage_and_updates_with_missing_dependencies_are_refused() -> None:

@@ -193,6 +193,50 @@ async def test_a_refused_chunk_leaves_no_trace_in_the_loaded_document(tmp_path: 
         await target.close()
 
 
+async def test_a_chunk_recreating_a_held_record_is_judged_on_the_previous_state(tmp_path: Path) -> None:
+    """A small chunk into a partition with records is imported attached; one that creates a
+    record the partition already holds (two devices minting one id) can only be judged on
+    the previous state: the store reloads the document and imports it detached. Equal
+    creation fields pass and change no row; other fields are refused and leave nothing."""
+    from syncd.errors import InvalidRecordError
+    from syncd.logs.records import CreateRecord
+    from syncd.store.documents import EMPTY_VERSION, PartitionDoc
+
+    source = await open_sqlite(tmp_path / "source")
+    target = await open_sqlite(tmp_path / "target")
+    try:
+        user = uuid.uuid4().hex
+        partition = user_partition(user)
+        await _mixed_workload(source, user, 0)
+        assert (await target.import_chunk(partition, await source.export_missing(partition, EMPTY_VERSION),
+                                          source="test")).changed
+        committed = await target.export_missing(partition, EMPTY_VERSION)
+        held = PartitionDoc.load([committed], 1).records()[0]
+        before = {model: await rows(target, model) for model in DERIVED_MODELS}
+
+        def recreation(fields: dict[str, Any]) -> bytes:
+            minted = PartitionDoc.create(77)  # knows nothing of the partition: a concurrent creation
+            return minted.apply([CreateRecord(held.id, held.kind, fields)])
+
+        with pytest.raises(InvalidRecordError, match="creation fields were rewritten"):
+            await target.import_chunk(partition, recreation({**held.fields, "kind": "audio"}), source="test")
+        after = PartitionDoc.load([await target.export_missing(partition, EMPTY_VERSION)], 1)
+        assert after.version() == PartitionDoc.load([committed], 1).version()
+
+        assert (await target.import_chunk(partition, recreation(dict(held.fields)), source="test")).changed
+        assert {model: await rows(target, model) for model in DERIVED_MODELS} == before
+        # and the partition goes on taking honest chunks (attached again)
+        version = PartitionDoc.load([await target.export_missing(partition, EMPTY_VERSION)], 1).version()
+        await _mixed_workload(source, user, 100)
+        assert (await target.import_chunk(partition, await source.export_missing(partition, version),
+                                          source="test")).changed
+        for model in DERIVED_MODELS:
+            assert await rows(target, model) == await rows(source, model), model
+    finally:
+        await source.close()
+        await target.close()
+
+
 # --- a shed state decodes group by group ------------------------------------------------------------
 async def test_a_shed_state_reads_and_folds_like_a_whole_one(tmp_path: Path) -> None:
     """PartitionState.shed keeps the index and drops the records; each reader then decodes
