@@ -6,7 +6,7 @@ sync shell may ask of storage. ``SqliteStore`` implements it; any later backend 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, Callable, Literal, Mapping, Protocol, Sequence
+from typing import Any, Awaitable, Callable, Literal, Mapping, Protocol, Sequence
 
 from syncd.logs.records import DerivedModel
 from syncd.logs.state import PartitionState
@@ -72,6 +72,20 @@ class ImportResult:
     records: int                  # raw records the chunk created or extended
 
 
+@dataclass(frozen=True)
+class StagedImport:
+    """A chunk checked, validated and queued for commit (``SyncStore.stage_import``):
+    ``result`` says what it does; ``committed()`` returns it once it is durable, or raises
+    StoreUnavailableError (then nothing of it was kept)."""
+
+    result: ImportResult
+    done: Awaitable[None]
+
+    async def committed(self) -> ImportResult:
+        await self.done
+        return self.result
+
+
 class SyncStore(Protocol):
     """What the sync shell needs of storage (DESIGN §6). Partition names are validated
     by the caller."""
@@ -103,6 +117,14 @@ class SyncStore(Protocol):
         rows in one transaction. Raises InvalidRecordError (the peer's fault: nothing
         stored, nothing left in memory) or StoreUnavailableError. A repeated chunk
         changes nothing."""
+        ...
+
+    async def stage_import(self, partition: str, data: bytes, *, source: str) -> StagedImport:
+        """``import_chunk`` up to the commit, which is queued and not waited for: returns
+        once the chunk is checked and validated (InvalidRecordError as there), so the
+        next chunk can be checked while this one commits. Until ``committed()`` returns,
+        the partition is as before to everyone else; the caller must await it before
+        acknowledging the chunk or moving any cursor past it."""
         ...
 
 

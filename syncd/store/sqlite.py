@@ -43,7 +43,7 @@ from collections import OrderedDict, defaultdict
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Collection, Mapping, Sequence, TypeVar
+from typing import Any, Callable, Collection, Coroutine, Mapping, Sequence, TypeVar
 
 from syncd.errors import StoreUnavailableError
 from syncd.logs.aggregate import derive, derive_changes
@@ -55,7 +55,9 @@ from syncd.logs.writes import WriteResult
 from syncd.store import derived, doc_tables
 from syncd.store.doc_tables import all_partitions, read_blobs, updates_after
 from syncd.store.documents import EMPTY_VERSION, NeedsDetachedImport, PartitionDoc, pack_updates, version_covers
-from syncd.store.interface import Decide, ImportResult, Page, RebuildReport, Store, StoreStatus, Subscription
+from syncd.store.interface import (
+    Decide, ImportResult, Page, RebuildReport, StagedImport, Store, StoreStatus, Subscription,
+)
 from syncd.store.migrate import migrate
 from syncd.store.rebuild import refold_in_workers
 from syncd.store.rebuild_worker import PartitionRefold
@@ -108,9 +110,14 @@ class _Writer:
     async def submit(self, job: Callable[[sqlite3.Connection], T]) -> T:
         """Run ``job`` in a transaction; its value once COMMIT returned. A job may run
         twice (alone, after its batch failed), so it must not keep state between runs."""
+        return await self.enqueue(job)
+
+    def enqueue(self, job: Callable[[sqlite3.Connection], T]) -> "asyncio.Future[T]":
+        """Queue ``job`` (as ``submit``); the future resolves once COMMIT returned. Jobs
+        commit in the order they were queued."""
         future: asyncio.Future[T] = self._loop.create_future()
         self._queue.put(_Queued(job, future))
-        return await future
+        return future
 
     def close(self) -> None:
         self._queue.put(None)
@@ -311,6 +318,24 @@ class SqliteStore:
         that may have changed (the others are as ``loaded.written`` has them).
         ``compact``: store a snapshot now, whatever the tail's length. ``created``: the
         records the change created, (id, kind, group), for the record index."""
+        await self._queue_change(partition, loaded, update, rows, partial, compact=compact, created=created)
+
+    def _queue_change(
+        self,
+        partition: str,
+        loaded: _Loaded,
+        update: bytes,
+        rows: Mapping[GroupKey, Sequence[DerivedRow]],
+        partial: Collection[GroupKey] = (),
+        *,
+        compact: bool = False,
+        created: Sequence[tuple[str, str, GroupKey | None]] = (),
+    ) -> Coroutine[Any, Any, None]:
+        """``_commit_change`` in two steps: the change is queued for the writer now, and
+        the returned coroutine (to be awaited, or run as a task, without fail) returns once
+        it is durable and its bookkeeping is done, or raises StoreUnavailableError (the
+        document evicted). The caller keeps the partition lock until then: no one may see
+        the document, or write after it, before it commits."""
         # (the caller made the partition hot and has not awaited since: the document is there)
         assert loaded.doc is not None
         compact = compact or loaded.tail + 1 >= self._compact_after
@@ -330,8 +355,16 @@ class SqliteStore:
                 changes.append(change)
         index = _index_rows(partition, [(rid, kind, group) for rid, kind, group in created if group is not None])
         job = _write_job(partition, seq, update, changes, feed_seq, loaded.doc.version(), snapshot, index)
+        committed = self._writer.enqueue(job)
+        return self._settle_change(partition, loaded, committed, seq, feed_seq, written, partial, bool(changes),
+                                   snapshot is not None)
+
+    async def _settle_change(self, partition: str, loaded: _Loaded, committed: "asyncio.Future[None]", seq: int,
+                             feed_seq: int, written: dict[GroupKey, dict[derived.RowKey, derived.Stored]],
+                             partial: Collection[GroupKey], rows_changed: bool, compacted: bool) -> None:
+        """A queued change's bookkeeping once its commit is in (``_queue_change``)."""
         try:
-            await self._writer.submit(job)
+            await committed
         except BaseException as exc:
             self._evict(partition)
             log.error("commit of a change to %s failed: %s", partition, exc)
@@ -340,7 +373,7 @@ class SqliteStore:
             # The writer settles jobs in the order they were queued, and seqs are taken in
             # that order: every seq up to this one has committed or failed by now.
             self._committed_feed_seq = max(self._committed_feed_seq, feed_seq)
-        if changes:
+        if rows_changed:
             self._rows_changed(partition)
         for group, after in written.items():
             previous = loaded.written.get(group)
@@ -349,7 +382,7 @@ class SqliteStore:
             else:
                 loaded.written[group] = after
         loaded.next_seq = seq + 1
-        loaded.tail = 0 if snapshot is not None else loaded.tail + 1
+        loaded.tail = 0 if compacted else loaded.tail + 1
         self._notify(partition, feed_seq)
 
     def subscribe(self, listener: Callable[[str, int], None]) -> Callable[[], None]:
@@ -588,7 +621,12 @@ class SqliteStore:
             "SELECT 1 FROM partition_seq WHERE partition = ?", (partition,)).fetchone()))
 
     async def import_chunk(self, partition: str, data: bytes, *, source: str) -> ImportResult:
-        async with self._locks[partition]:
+        return await (await self.stage_import(partition, data, source=source)).committed()
+
+    async def stage_import(self, partition: str, data: bytes, *, source: str) -> StagedImport:
+        lock = self._locks[partition]
+        await lock.acquire()
+        try:
             loaded = await self._get(partition)
             # A partition that is not hot stays cold after the import: a full sync of a
             # school would otherwise hold the last ``cache_decoded`` learners' documents
@@ -596,14 +634,36 @@ class SqliteStore:
             hot = partition in self._decoded
             doc, state = await self._hot(partition, loaded, keep=hot)
             try:
-                return await self._import_into(partition, loaded, doc, state, data, source)
+                result, commit = await self._import_into(partition, loaded, doc, state, data, source)
             finally:
+                # Released now, not once committed: the commit needs neither the document
+                # nor the records, and no one can reload them before the lock is released.
                 if not hot:
                     self._release(loaded)
+        except BaseException:
+            lock.release()
+            raise
+
+        async def settle() -> None:
+            try:
+                if commit is not None:
+                    await commit
+            finally:
+                lock.release()
+
+        # The lock is held until the commit is in; meanwhile the caller goes on (the next
+        # chunk is checked while this one commits, and commits queued together share one
+        # transaction). ``close`` waits for it.
+        settled = asyncio.ensure_future(settle())
+        self._background.add(settled)
+        settled.add_done_callback(self._background.discard)
+        settled.add_done_callback(_retrieve)
+        return StagedImport(result, settled)
 
     async def _import_into(self, partition: str, loaded: _Loaded, doc: PartitionDoc, state: PartitionState,
-                           data: bytes, source: str) -> ImportResult:
-        """import_chunk's work on the loaded partition (the caller holds its lock)."""
+                           data: bytes, source: str) -> tuple[ImportResult, Coroutine[Any, Any, None] | None]:
+        """stage_import's work on the loaded partition (the caller holds its lock): the
+        result, and the commit to await (None: nothing new)."""
         fresh = len(state) == 0  # a first import: decode everything
         try:
             # Checked by its operations first, cheap to refuse. The document is changed
@@ -619,7 +679,7 @@ class SqliteStore:
                 loaded.doc = doc = await self._load_doc(partition)
                 checked = doc.import_checked(data, before_state=state.prefetch)
             if not checked.changed:
-                return ImportResult(partition, changed=False, pending=False, touched_groups=0, records=0)
+                return ImportResult(partition, changed=False, pending=False, touched_groups=0, records=0), None
             # Only what the chunk touched is decoded and checked; the rest is as committed.
             after = doc.records(strict=True) if fresh else doc.records_named(sorted(checked.touched), strict=True)
             # Attached, the touched records were not read before the import, but its
@@ -637,9 +697,10 @@ class SqliteStore:
         # blobs is stored as one export of what it added). A first import is stored as a
         # snapshot at once: a document loads from a snapshot several times faster than
         # from the updates it was built of.
-        await self._commit_change(partition, loaded, checked.update, rows, compact=fresh, created=created)
+        commit = self._queue_change(partition, loaded, checked.update, rows, compact=fresh, created=created)
         log.debug("imported %d records into %s from %s", len(grown), partition, source)
-        return ImportResult(partition, changed=True, pending=False, touched_groups=len(touched), records=len(grown))
+        return ImportResult(partition, changed=True, pending=False, touched_groups=len(touched),
+                            records=len(grown)), commit
 
     # --- rebuild --------------------------------------------------------------------------
     async def rebuild(self, progress: Callable[[int, int], None] | None = None) -> RebuildReport:
@@ -804,6 +865,12 @@ class SqliteStore:
             await self._writer.submit(drop)
         finally:
             self._rows_changed(None)
+
+
+def _retrieve(future: "asyncio.Future[Any]") -> None:
+    """Mark a background future's failure as seen (whoever needed it was told)."""
+    if not future.cancelled():
+        future.exception()
 
 
 _INDEX_SQL = "INSERT OR IGNORE INTO record_index (partition, record_id, kind, grp) VALUES (?, ?, ?, ?)"

@@ -37,7 +37,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from syncd.discovery.peers import Backoff
 from syncd.errors import InvalidRecordError, RemoteProtocolError
-from syncd.store.interface import Subscription, SyncStore
+from syncd.store.interface import StagedImport, Subscription, SyncStore
 from syncd.sync import codec
 from syncd.sync.membership import Facility
 from syncd.sync.messages import DeviceId, Epoch, Error, Instance, Message, PeerCursor
@@ -133,6 +133,9 @@ def _report(role: Literal["client", "server"], address: str, summary: SessionSum
 
 
 OnRevocations = Callable[[str, tuple[bytes, ...]], Awaitable[None]]
+# Imports staged (checked, commit queued) at once: one commits while the next is checked;
+# more would only hold more partitions' records in memory while the writer catches up.
+MAX_STAGED = 16
 
 
 async def execute(session: ClientSession | ServerSession, outputs: list[Output], store: SyncStore,
@@ -140,12 +143,20 @@ async def execute(session: ClientSession | ServerSession, outputs: list[Output],
                   ) -> tuple[tuple[Message, ...] | None, list[Finished | Failed]]:
     """Run ``outputs`` in order, feeding request results back, until the session has a
     frame to send (returned) or has ended. Store errors other than a refused chunk
-    propagate: the caller aborts the session."""
+    propagate: the caller aborts the session.
+
+    Imports are staged: the session hears ``import_done`` once a chunk is checked, and
+    goes on to the next while the store commits (commits queued together share one
+    transaction). Every staged commit is awaited before anything leaves this function or
+    is saved: a frame (its acks), a cursor, the end."""
     queue: deque[Output] = deque(outputs)
     frame: tuple[Message, ...] | None = None
     ends: list[Finished | Failed] = []
+    staged: list[StagedImport] = []
     while queue:
         out = queue.popleft()
+        if isinstance(out, (Send, SaveCursor, SavePushSeq, Finished, Failed)):
+            await _committed(staged)
         if isinstance(out, Send):
             frame = out.messages
         elif isinstance(out, LoadPeer):
@@ -160,11 +171,15 @@ async def execute(session: ClientSession | ServerSession, outputs: list[Output],
             queue.extend(session.export_ready(out.partition, data))
         elif isinstance(out, Import):
             try:
-                result = await store.import_chunk(out.partition, out.data, source=session.peer or "?")
+                stage = await store.stage_import(out.partition, out.data, source=session.peer or "?")
             except InvalidRecordError as exc:  # the peer's fault: refused, logged, backed off
                 log.warning("refused a chunk of %s from peer %s: %s", out.partition, (session.peer or "?")[:12], exc)
                 queue.extend(session.import_refused(out.partition, str(exc) or type(exc).__name__))
             else:
+                staged.append(stage)
+                if len(staged) >= MAX_STAGED:  # each holds its partition's records until it commits
+                    await staged.pop(0).committed()
+                result = stage.result
                 queue.extend(session.import_done(out.partition, changed=result.changed, pending=result.pending,
                                                  records=result.records))
         elif isinstance(out, SaveCursor):
@@ -178,7 +193,20 @@ async def execute(session: ClientSession | ServerSession, outputs: list[Output],
                 await on_revocations(out.peer, out.items)
         else:
             ends.append(out)
+    await _committed(staged)
     return frame, ends
+
+
+async def _committed(staged: list[StagedImport]) -> None:
+    """Wait for every staged import's commit (and empty the list); the first failure is
+    raised once all have settled."""
+    if not staged:
+        return
+    waiting, staged[:] = list(staged), []
+    results = await asyncio.gather(*(s.committed() for s in waiting), return_exceptions=True)
+    for result in results:
+        if isinstance(result, BaseException):
+            raise result
 
 
 def _ends(outputs: list[Output]) -> list[Finished | Failed]:

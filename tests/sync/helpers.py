@@ -5,6 +5,7 @@ style) that runs a ClientSession against a ServerSession through the real codec.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import secrets
@@ -23,7 +24,7 @@ from syncd.logs.partitions import anon_partition, user_partition
 from syncd.logs.records import AppendEvent, DerivedRow, GroupKey, canonical_json
 from syncd.logs.state import PartitionState
 from syncd.store.documents import PartitionDoc
-from syncd.store.interface import ImportResult
+from syncd.store.interface import ImportResult, StagedImport
 from syncd.sync import codec
 from syncd.sync.auth import device_id_of, public_bytes
 from syncd.sync.membership import Facility, mint_facility
@@ -209,6 +210,11 @@ class InMemoryReplica:
 
     async def import_chunk(self, partition: str, data: bytes, *, source: str) -> ImportResult:
         return self.import_(partition, data, source)
+
+    async def stage_import(self, partition: str, data: bytes, *, source: str) -> StagedImport:
+        done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        done.set_result(None)  # in memory: committed at once
+        return StagedImport(self.import_(partition, data, source), done)
 
     # --- comparisons (never by encoded bytes) ---------------------------------------------
     def raw_json(self, partitions: Iterable[str] | None = None) -> dict[str, str]:
