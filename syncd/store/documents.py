@@ -23,7 +23,7 @@ from typing import Any, Callable, Iterable, Sequence
 
 import msgpack
 import orjson
-from loro import EncodedBlobMode, ExportMode, LoroDoc, VersionVector
+from loro import ID, EncodedBlobMode, ExportMode, LoroDoc, LoroList, VersionVector
 
 from syncd.errors import InvalidRecordError
 from syncd.logs.records import RECORD_KINDS, CreateRecord, Mutation, RawRecord, canonical_json, matches_canonical
@@ -52,6 +52,11 @@ MAX_UPDATE_EVENTS_PER_RECORD = 100_000
 # before they are checked, and 64 KiB holds at most some 30k values (~0.05 s of state
 # building), while an incremental sync's chunks are a few KB.
 ATTACHED_IMPORT_MAX = 64 * 1024
+# The most operations a first import (into an empty document) may carry to be imported
+# attached and judged on the state it builds (``_fresh_records``): what the state can cost
+# before anything is checked (Loro builds a list of 200k values in ~0.4 s). A school's
+# learner has a few thousand; a larger first import takes the detached way.
+FRESH_ATTACHED_MAX_OPS = 200_000
 
 
 # orjson is exact for integers within 64 bits; a number of 19 digits may be beyond them.
@@ -95,6 +100,10 @@ def version_covers(version: bytes, point: bytes) -> bool:
     except BaseException:  # undecodable: covers nothing (loro reports it as a Rust panic)
         return False
     return covers
+
+
+def _utf8_length(text: str) -> int:
+    return len(text) if text.isascii() else len(text.encode("utf-8", "surrogatepass"))
 
 
 def _within_64_bits(texts: Iterable[str]) -> bool:
@@ -170,6 +179,31 @@ class CheckedImport:
     touched: frozenset[str]
     update: bytes = b""
     attached: bool = False  # imported attached: the touched records were never read before
+    # A first import judged on its state: every record, decoded strictly (None otherwise).
+    records: list[RawRecord] | None = None
+
+
+# A Loro blob starts with a 4-byte magic, a 16-byte checksum and a 2-byte encode mode;
+# mode 4 is the (fast) updates encoding every Loro 1.x export of updates uses, and the
+# importer decodes a blob by that field (a test pins this against decode_import_blob_meta,
+# which reads the whole blob: 0.7 ms on a learner's partition).
+_UPDATES_HEADER = (b"loro", b"\x00\x04")
+
+
+def _check_update_blob(blob: bytes) -> None:
+    """InvalidRecordError unless ``blob`` is a Loro update blob (not a snapshot: its
+    state could say anything its operations do not)."""
+    if blob[:4] == _UPDATES_HEADER[0] and blob[20:22] == _UPDATES_HEADER[1]:
+        return
+    try:
+        meta = LoroDoc.decode_import_blob_meta(blob, False)
+    except (KeyboardInterrupt, SystemExit):
+        raise
+    except BaseException as exc:  # undecodable bytes surface as a Rust panic
+        raise InvalidRecordError("data", f"not a valid update: {type(exc).__name__}: {exc}") from None
+    if meta.mode != EncodedBlobMode.Updates:  # (an older encoding of updates passes)
+        mode = str(meta.mode).rsplit(".", 1)[-1]  # a pyo3 enum: no .value, despite the stub
+        raise InvalidRecordError("data", f"only update blobs are accepted, not {mode}")
 
 
 class NeedsDetachedImport(Exception):
@@ -262,7 +296,7 @@ class _UpdateCheck:
             raise InvalidRecordError(where, "must be a string (a JSON text), not another value or a container")
         if len(value) > MAX_JSON_TEXT:
             raise InvalidRecordError(where, "must be a JSON text of at most 256 KiB")
-        self.text_bytes += len(value) if value.isascii() else len(value.encode("utf-8", "surrogatepass"))
+        self.text_bytes += _utf8_length(value)
         if self.text_bytes > MAX_UPDATE_TEXT:
             raise InvalidRecordError("data", f"the update inserts more than {MAX_UPDATE_TEXT >> 20} MiB of text")
         return value
@@ -315,6 +349,75 @@ class _UpdateCheck:
             self.lists_used.add(record_id)
             return
         raise InvalidRecordError("data", f"the update writes outside the partition's record layout ({container[:80]})")
+
+
+_RECORD_CID_PREFIX = "cid:root-" + _MERGEABLE
+
+
+
+def _fresh_records(value: Any, ops: int, holds_events_list: Callable[[str], bool]) -> list[RawRecord] | None:
+    """The records of a document built by one first import, if its state (Loro's deep
+    value with container ids) and its operation count prove that the import did nothing
+    but what honest writers do; None where they do not prove it (the caller then judges
+    the operations one by one, which words the refusal, or accepts what is honest but
+    unusual, such as one record created twice with equal fields).
+
+    The proof: the state holds only root map r, whose every entry is the mergeable map of
+    a record holding k and c as strings and, if any, e as its mergeable list of strings;
+    building that state takes one operation per map slot (r's entry, k, c, e) and one per
+    list value, and Loro counts every operation (a delete or an overwrite too, and any
+    write to a container the state does not show). So ``ops`` equal to that sum leaves
+    no room for any other operation.
+
+    The deep value names every non-empty container by its id, but shows an empty
+    mergeable container as a bare value: an empty e reads ``[]`` whether the slot holds
+    the mergeable list or a plain list value, so ``holds_events_list(record_id)`` asks
+    the document which one it is. (An empty container in k or c reads ``""``, which no
+    kind or JSON text is: strict decoding refuses it.) Content (kinds, JSON) is decoded
+    strictly here, as ``records(strict=True)`` does: InvalidRecordError."""
+    if type(value) is not dict or len(value) != 1 or type(value.get(_ROOT)) is not dict:
+        return None
+    root = value[_ROOT]
+    if root.get("cid") != _ROOT_CID or type(root.get("value")) is not dict:
+        return None
+    needed = text = 0
+    bodies: list[tuple[str, dict[str, Any]]] = []
+    for record_id, entry in root["value"].items():
+        if type(entry) is not dict or entry.get("cid") != _RECORD_CID_PREFIX + record_id + ":Map":
+            return None
+        body = entry.get("value")
+        if type(body) is not dict or type(body.get("k")) is not str or type(body.get("c")) is not str:
+            return None
+        events = body.get("e")
+        if events is None:
+            if len(body) != 2:
+                return None
+            needed += 3
+            bodies.append((record_id, {"k": body["k"], "c": body["c"]}))
+            continue
+        if len(body) != 3:
+            return None
+        if type(events) is list and not events:
+            if not holds_events_list(record_id):
+                return None
+            values: list[Any] = []
+        elif type(events) is dict and events.get("cid") == _RECORD_CID_PREFIX + record_id + ">e:List":
+            values = events.get("value")  # type: ignore[assignment]
+            if type(values) is not list or not all(type(v) is str for v in values):
+                return None
+        else:
+            return None
+        if len(values) > MAX_UPDATE_EVENTS_PER_RECORD:
+            return None  # (the operation walk words the refusal)
+        needed += 4 + len(values)
+        text += sum(map(_utf8_length, values))
+        bodies.append((record_id, {"k": body["k"], "c": body["c"], "e": values}))
+    if needed != ops:
+        return None
+    text += sum(_utf8_length(body["k"]) + _utf8_length(body["c"]) for _, body in bodies)
+    if text > MAX_UPDATE_TEXT:
+        return None
+    return [PartitionDoc._strict_record(record_id, body) for record_id, body in bodies]
 
 
 class PartitionDoc:
@@ -428,7 +531,7 @@ class PartitionDoc:
         self.fork().import_checked(data)
 
     def import_checked(self, data: bytes, before_state: Callable[[frozenset[str]], None] | None = None, *,
-                       holds: Callable[[str], bool] | None = None) -> CheckedImport:
+                       holds: Callable[[str], bool] | None = None, by_state: bool = True) -> CheckedImport:
         """Import a peer's sync chunk (one update blob, or a list of them: ``split_chunk``)
         once every operation it carries fits the layout.
 
@@ -449,9 +552,14 @@ class PartitionDoc:
         dependencies came). Content (kinds, JSON texts) is left to strict decoding of the
         touched records.
 
-        Two ways, the same verdicts:
+        Three ways, the same verdicts:
 
-        * *detached* (the default): the document is detached, so the import only extends
+        * *by state* (a first import, into an empty document, unless ``by_state`` is
+          False): imported, then judged on the state it built and its operation count
+          (``_fresh_records``; a third of the cost of reading every operation back), the
+          records decoded on the way (``CheckedImport.records``). Where the state does not
+          prove the import honest, the document is emptied and the import judged detached.
+        * *detached* (otherwise, by default): the document is detached, so the import only extends
           the op log, and the state changes only once every operation passed.
           ``before_state`` is called with the ids of the records the update touches while
           the state is still the previous one (to read their previous versions).
@@ -469,15 +577,11 @@ class PartitionDoc:
         """
         blobs = split_chunk(data)
         for blob in blobs:
-            try:
-                meta = LoroDoc.decode_import_blob_meta(blob, False)  # import_ checks the checksum
-            except (KeyboardInterrupt, SystemExit):
-                raise
-            except BaseException as exc:  # undecodable bytes surface as a Rust panic
-                raise InvalidRecordError("data", f"not a valid update: {type(exc).__name__}: {exc}") from None
-            if meta.mode != EncodedBlobMode.Updates:
-                mode = str(meta.mode).rsplit(".", 1)[-1]  # a pyo3 enum: no .value, despite the stub
-                raise InvalidRecordError("data", f"only update blobs are accepted, not {mode}")
+            _check_update_blob(blob)
+        if by_state and self._doc.len_ops == 0:
+            fresh = self._import_fresh(blobs)
+            if fresh is not None:
+                return fresh
         attached = holds is not None and len(data) <= ATTACHED_IMPORT_MAX
         doc = self._doc
         start = doc.oplog_vv
@@ -521,6 +625,56 @@ class PartitionDoc:
             doc.attach()
         update: bytes = blobs[0] if len(blobs) == 1 else doc.export(ExportMode.Updates(start))
         return CheckedImport(changed=True, touched=touched, update=update, attached=attached)
+
+    def _import_fresh(self, blobs: Sequence[bytes]) -> CheckedImport | None:
+        """A first import, attached, judged on the state it builds (``_fresh_records``):
+        a third of the cost of judging each operation. None where the state does not prove
+        the import honest: the document is emptied again, and the caller judges the
+        operations. InvalidRecordError for blobs Loro cannot read, or content that
+        strict decoding refuses (both ways refuse those alike)."""
+        doc = self._doc
+        doc.detach()  # the operations are counted before Loro builds any state of them
+        for blob in blobs:
+            try:
+                doc.import_(blob)
+            except (KeyboardInterrupt, SystemExit):
+                raise
+            except BaseException as exc:
+                raise InvalidRecordError("data", f"not a valid update: {type(exc).__name__}: {exc}") from None
+        records = None
+        if (doc.len_ops <= FRESH_ATTACHED_MAX_OPS and doc.export_pending_updates() is None
+                and not self._has_commit_messages()):
+            doc.attach()
+            records = _fresh_records(doc.get_deep_value_with_id(), doc.len_ops, self._holds_events_list)
+        if records is None:
+            self._doc = LoroDoc()  # type: ignore[no-untyped-call]
+            self._doc.peer_id = doc.peer_id
+            self._root = self._doc.get_map(_ROOT)
+            return None
+        update = blobs[0] if len(blobs) == 1 else doc.export(ExportMode.Updates(VersionVector()))  # type: ignore[no-untyped-call]
+        return CheckedImport(changed=bool(records), touched=frozenset(r.id for r in records), update=update,
+                             attached=True, records=records)
+
+    def _holds_events_list(self, record_id: str) -> bool:
+        """Whether slot e of the record's map holds its mergeable events list (not a value)."""
+        entry = self._root.get(record_id)
+        record: Any = getattr(entry, "container", None)
+        events: Any = getattr(record.get("e"), "container", None) if record is not None else None
+        return isinstance(events, LoroList) and getattr(events.id, "name", None) == _MERGEABLE + record_id + ">e"
+
+    def _has_commit_messages(self) -> bool:
+        """Whether any change this document holds carries a commit message (no honest
+        writer sets one; the operation walk refuses them)."""
+        for peer, (_, end) in self._doc.oplog_vv.to_spans().inner().items():
+            counter = 0
+            while counter < end:
+                change = self._doc.get_change(ID(peer, counter))
+                if change is None:
+                    return True  # not readable as expected: let the operation walk judge
+                if change.message:
+                    return True
+                counter = change.id.counter + change.len
+        return False
 
     def _check_references(self, check: _UpdateCheck) -> None:
         """Every record written exists or is created, and so does every "e" list pushed to;

@@ -681,7 +681,12 @@ class SqliteStore:
             if not checked.changed:
                 return ImportResult(partition, changed=False, pending=False, touched_groups=0, records=0), None
             # Only what the chunk touched is decoded and checked; the rest is as committed.
-            after = doc.records(strict=True) if fresh else doc.records_named(sorted(checked.touched), strict=True)
+            if checked.records is not None:  # a first import, decoded while it was judged
+                after = checked.records
+            elif fresh:
+                after = doc.records(strict=True)
+            else:
+                after = doc.records_named(sorted(checked.touched), strict=True)
             # Attached, the touched records were not read before the import, but its
             # operations only appended events to them: each is validated whole.
             previous = {} if checked.attached else {r.id: state.get(r.id) for r in after}
@@ -897,8 +902,9 @@ def _write_job(
     index: Sequence[tuple[str, str, str, str]] = (),
 ) -> Job:
     def job(conn: sqlite3.Connection) -> None:
-        conn.execute("INSERT INTO doc_updates (partition, seq, bytes, vv) VALUES (?, ?, ?, ?)",
-                     (partition, seq, update, version))
+        if snapshot is None:  # (a snapshot taken with it holds it: the row would go at once)
+            conn.execute("INSERT INTO doc_updates (partition, seq, bytes, vv) VALUES (?, ?, ?, ?)",
+                         (partition, seq, update, version))
         if index:
             conn.executemany(_INDEX_SQL, index)
         for change in changes:

@@ -3,9 +3,12 @@
 Honest updates (PartitionDoc.apply with CreateRecord / AppendEvent, relayed, merged,
 derived from snapshots) pass; anything outside the layout is refused with a reason, also
 when the final state would not show it, and cheaply (a 1 MiB text insert into a non-empty
-document is refused well under a second). Every case is judged both ways: detached (the
+document is refused well under a second). Every case is judged every way: detached (the
 state untouched until the verdict) and attached (state first, operations after), where the
-attached way either gives the same verdict or defers to the detached one."""
+attached way either gives the same verdict or defers to the detached one; and, as the
+first sync of a peer holding the same document would bring it (everything from the empty
+version, into an empty document), by state (``_fresh_records``) and by operations, where
+both refuse what is hostile and the state way accepts what is honest."""
 
 from __future__ import annotations
 
@@ -18,7 +21,7 @@ from typing import Any, Callable, Iterable
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from loro import ExportMode, LoroDoc, LoroList, LoroMap, LoroText, VersionVector
+from loro import EncodedBlobMode, ExportMode, LoroDoc, LoroList, LoroMap, LoroText, VersionVector
 
 from syncd.errors import InvalidRecordError
 from syncd.logs.records import AppendEvent, CreateRecord, Mutation, canonical_json
@@ -96,13 +99,21 @@ def _loro(doc: PartitionDoc, peer: int) -> LoroDoc:
     return raw
 
 
-def _edit(doc: PartitionDoc, edit: Callable[[LoroDoc], object]) -> bytes:
+class Hostile(bytes):
+    """A hostile member's update, and ``whole``: everything its replica holds, as its first
+    sync to a device holding nothing would bring it."""
+
+    whole: bytes
+
+
+def _edit(doc: PartitionDoc, edit: Callable[[LoroDoc], object]) -> Hostile:
     """The update bytes a hostile member produces by ``edit`` on its replica of ``doc``."""
     raw = _loro(doc, 666)
     before = raw.oplog_vv
     edit(raw)
     raw.commit()
-    data: bytes = raw.export(ExportMode.Updates(before))
+    data = Hostile(raw.export(ExportMode.Updates(before)))
+    data.whole = raw.export(ExportMode.Updates(_vv0()))
     return data
 
 
@@ -119,24 +130,49 @@ def _attached(doc: PartitionDoc, data: bytes) -> CheckedImport | None:
     way, as the store then does)."""
     held = set(doc.record_ids())
     try:
-        return doc.fork().import_checked(data, holds=held.__contains__)
+        return doc.fork().import_checked(data, holds=held.__contains__, by_state=False)
     except NeedsDetachedImport:
         return None
 
 
 def _passes(doc: PartitionDoc, data: bytes) -> None:
-    """``data`` passes both ways, touching the same records."""
-    detached = doc.fork().import_checked(data)
+    """``data`` passes every way, touching the same records; so does everything ``doc``
+    holds once ``data`` is in, into an empty document, and there the state way accepts
+    it (unless a record was created twice, which only the operations can tell)."""
+    detached = doc.fork().import_checked(data, by_state=False)
     attached = _attached(doc, data)
     assert attached is None or (attached.changed, attached.touched) == (detached.changed, detached.touched)
     assert attached is None or attached.attached == (detached.changed and len(data) <= ATTACHED_IMPORT_MAX)
+    if doc.version() == EMPTY_VERSION:
+        by_state = PartitionDoc.create(8).import_checked(data)
+        assert (by_state.changed, by_state.touched) == (detached.changed, detached.touched)
+    whole = doc.fork()
+    whole.import_(data)
+    everything = whole.export_since(EMPTY_VERSION)
+    by_operations = PartitionDoc.create(8).import_checked(everything, by_state=False)
+    by_state = PartitionDoc.create(8).import_checked(everything)
+    assert (by_state.changed, by_state.touched) == (by_operations.changed, by_operations.touched)
+    created_twice = any(len(re.findall(rid.encode(), everything)) > 1 for rid in by_state.touched) and \
+        by_state.records is None
+    assert by_state.records is not None or created_twice, "the state way deferred an honest first import"
+    if by_state.records is not None:
+        assert sorted(r.id for r in by_state.records) == sorted(by_state.touched)
+        assert {r.id: r for r in by_state.records} == {r.id: r for r in whole.records(strict=True)}
 
 
 def _refused(doc: PartitionDoc, data: bytes, match: str) -> InvalidRecordError:
     before = doc.version()
     with pytest.raises(InvalidRecordError, match=match) as info:
+        doc.fork().import_checked(data, by_state=False)
+    with pytest.raises(InvalidRecordError):  # (on an empty document: by state, where it proves)
         doc.check_update(data)
     assert doc.version() == before  # nothing applied
+    whole = getattr(data, "whole", None)
+    if whole is not None:  # the hostile replica's first sync: refused both ways (where the
+        # operations carry the whole history, a rewrite may read as a double write)
+        for by_state in (False, True):
+            with pytest.raises(InvalidRecordError):
+                PartitionDoc.create(8).import_checked(whole, by_state=by_state)
     try:
         accepted = _attached(doc, data)
     except InvalidRecordError as exc:
@@ -366,7 +402,7 @@ def test_the_total_text_is_capped(monkeypatch: pytest.MonkeyPatch) -> None:
 
 def test_events_added_to_one_record_are_capped(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(documents, "MAX_UPDATE_EVENTS_PER_RECORD", 100)
-    seeded, ids = _seeded()
+    seeded, ids = _seeded(events=0)  # (so a first sync of the result holds 100 a record too)
     _refused(seeded, _edit(seeded, lambda raw: [_events(raw, ids[0]).push("{}") for _ in range(101)]),
              "more than 100 events")
     _passes(seeded, _edit(seeded, lambda raw: [_events(raw, rid).push("{}") for rid in ids for _ in range(100)]))
@@ -384,6 +420,85 @@ def test_snapshots_garbage_and_updates_with_missing_dependencies_are_refused() -
     later = peer.apply([_event(ids[0], 5)])
     assert version
     _refused(seeded, later, "does not have")
+    for by_state in (True, False):  # and as a first import
+        with pytest.raises(InvalidRecordError, match="does not have"):
+            PartitionDoc.create(8).import_checked(later, by_state=by_state)
+
+
+def test_the_update_header_check_agrees_with_loro() -> None:
+    """``_check_update_blob`` reads the encode mode from the header instead of decoding the
+    whole blob: it must agree with Loro's own reading of it."""
+    seeded, _ = _seeded()
+    raw = _loro(seeded, 3)
+    shallow = raw.export(ExportMode.ShallowSnapshot(raw.oplog_frontiers))
+    for blob in (seeded.export_snapshot(), shallow, seeded.export_since(EMPTY_VERSION),
+                 raw.export(ExportMode.Updates(_vv0()))):
+        is_updates = LoroDoc.decode_import_blob_meta(blob, False).mode == EncodedBlobMode.Updates
+        if is_updates:
+            documents._check_update_blob(blob)
+        else:
+            with pytest.raises(InvalidRecordError, match="only update blobs"):
+                documents._check_update_blob(blob)
+    for blob in (seeded.export_snapshot(), shallow):  # into an empty document too
+        with pytest.raises(InvalidRecordError, match="only update blobs"):
+            PartitionDoc.create(4).import_checked(blob)
+
+
+def _first_sync(*edits: Callable[[Any, str], object]) -> bytes:
+    """What a hostile member's first sync brings: one honest record, then ``edits`` to its
+    map (given the record map and its id), all from the empty version."""
+    raw = LoroDoc()  # type: ignore[no-untyped-call]
+    raw.peer_id = 666
+    rid = _rid()
+    record = _record(raw, rid)
+    record.insert("k", "session")
+    record.insert("c", canonical_json({"user_id": "u1" * 16, "kind": "video"}))
+    for edit in edits:
+        edit(record, rid)
+    raw.commit()
+    data: bytes = raw.export(ExportMode.Updates(_vv0()))
+    return data
+
+
+@pytest.mark.parametrize("name, edits", [
+    # empty containers read as bare values in Loro's deep value: the state alone cannot tell them
+    ("plain empty list as events", [lambda rec, rid: rec.insert("e", [])]),
+    ("plain list of a text as events", [lambda rec, rid: rec.insert("e", ["{}"])]),
+    ("empty plain child list as events", [lambda rec, rid: rec.insert_container("e", _list())]),
+    ("empty mergeable map as events", [lambda rec, rid: rec.ensure_mergeable_map("e")]),
+    ("empty mergeable text as events", [lambda rec, rid: rec.ensure_mergeable_text("e")]),
+    ("empty mergeable text as the kind", [lambda rec, rid: rec.delete("k"), lambda rec, rid: rec.ensure_mergeable_text("k")]),
+    ("empty text as the creation fields", [lambda rec, rid: rec.insert_container("c", _text())]),
+    # operations the final state does not show
+    ("a key set and deleted", [lambda rec, rid: rec.ensure_mergeable_list("e"), lambda rec, rid: rec.insert("x", 1),
+                               lambda rec, rid: rec.delete("x")]),
+    ("a delete of nothing", [lambda rec, rid: rec.ensure_mergeable_list("e"), lambda rec, rid: rec.delete("nothing")]),
+    ("an event pushed and deleted", [lambda rec, rid: rec.ensure_mergeable_list("e").push("{}"),
+                                     lambda rec, rid: rec.ensure_mergeable_list("e").delete(0, 1)]),
+    ("the kind rewritten", [lambda rec, rid: rec.ensure_mergeable_list("e"), lambda rec, rid: rec.insert("k", "attempt")]),
+])
+def test_a_first_import_is_accepted_by_state_only_where_that_proves_it_honest(name: str, edits: list[Callable[[Any, str], object]]) -> None:
+    data = _first_sync(*edits)
+    for by_state in (True, False):
+        with pytest.raises(InvalidRecordError):
+            PartitionDoc.create(8).import_checked(data, by_state=by_state)
+
+
+def test_a_first_import_by_state_reads_the_records_as_strict_decoding_does() -> None:
+    origin, ids = _seeded(records=40, events=2)
+    bare = [_rid() for _ in range(5)]  # records with no events: an empty mergeable list
+    origin.apply([_create(rid) for rid in bare])
+    data = origin.export_since(EMPTY_VERSION)
+    checked = PartitionDoc.create(8).import_checked(data)
+    assert checked.records is not None and checked.attached
+    assert checked.touched == set(ids) | set(bare)
+    assert {r.id: r for r in checked.records} == {r.id: r for r in origin.records(strict=True)}
+    # a record the state cannot prove (one id created twice, relayed) takes the operation walk
+    twin, (first,) = _doc(3, [_create(ids[0]), _event(ids[0], 1, device="c" * 32)])
+    twin.import_(data)
+    relayed = twin.export_since(EMPTY_VERSION)
+    checked = PartitionDoc.create(8).import_checked(relayed)
+    assert checked.records is None and checked.touched == set(ids) | set(bare)
 
 
 def test_writes_to_a_record_never_created_are_refused() -> None:
