@@ -108,13 +108,11 @@ async def read_model(request: web.Request) -> web.Response:
     filters, page_size, page, debug = parse_read_query(model, request.query)
     store = request.app[STORE]
     offset = (page - 1) * page_size if page_size else 0
-    result = await store.read(model, filters, limit=page_size, offset=offset)
+    result = await store.read(model, filters, limit=page_size, offset=offset, places=debug)
     rows_json = "[" + ",".join(result.rows) + "]"
     if debug:
         rows = json.loads(rows_json)
-        where = await store.debug_info(model, [r["id"] for r in rows])
-        for row in rows:
-            partition, group = where.get(row["id"], ("", ""))
+        for row, (partition, group) in zip(rows, result.places or ()):
             row["_syncd"] = {"partition": partition, "group": group}
         rows_json = json.dumps(rows, separators=(",", ":"))
     if page_size is None:

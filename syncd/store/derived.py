@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from typing import Iterable, Mapping, Sequence
 
 from syncd.logs.records import DERIVED_MODELS, DerivedModel, DerivedRow, GroupKey, matches_canonical
+from syncd.store.bulk import insert_rows
 
 # Which tables a group of each kind can have rows in (so a refold deletes only there).
 GROUP_MODELS: Mapping[str, tuple[DerivedModel, ...]] = {
@@ -30,11 +31,8 @@ def group_text(group: GroupKey) -> str:
     return f"{group[0]}:{group[1]}"
 
 
-def _insert_sql(model: str) -> str:
-    return (
-        f"INSERT OR REPLACE INTO {model} (id, partition, grp, user_id, content_id, channel_id, exam_id, sort_key, row) "
-        "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)"
-    )
+def _insert_head(model: str) -> str:
+    return f"INSERT OR REPLACE INTO {model} (id, partition, grp, user_id, content_id, channel_id, exam_id, sort_key, row) VALUES"
 
 
 RowKey = tuple[DerivedModel, str]  # (model, id)
@@ -116,10 +114,6 @@ def row_values(grp: str, row: DerivedRow, text: str) -> RowValues:
     return (row.model, row.id, grp, row.user_id, row.content_id, row.channel_id, row.exam_id, row.sort_key, text)
 
 
-def _insert_rows(conn: sqlite3.Connection, partition: str, grp: str, rows: Iterable[tuple[DerivedRow, str]]) -> int:
-    return insert_values(conn, partition, (row_values(grp, r, text) for r, text in rows))
-
-
 def insert_values(conn: sqlite3.Connection, partition: str, rows: Iterable[RowValues]) -> int:
     by_model: dict[str, list[tuple[object, ...]]] = {}
     for model, row_id, grp, user_id, content_id, channel_id, exam_id, sort_key, text in rows:
@@ -128,25 +122,36 @@ def insert_values(conn: sqlite3.Connection, partition: str, rows: Iterable[RowVa
         )
     for model, values in by_model.items():
         _check_model(model)
-        conn.executemany(_insert_sql(model), values)
+        insert_rows(conn, _insert_head(model), values)
     return sum(len(v) for v in by_model.values())
 
 
-def apply_change(conn: sqlite3.Connection, partition: str, change: GroupChange) -> None:
-    """Write one group's change (inside the caller's transaction)."""
-    grp = group_text(change.group)
-    if change.replace:
-        for model in GROUP_MODELS[change.group[0]]:
-            conn.execute(f"DELETE FROM {model} WHERE partition = ? AND grp = ?", (partition, grp))
-    for model, row_id in change.deletes:
-        _check_model(model)
-        conn.execute(f"DELETE FROM {model} WHERE id = ?", (row_id,))
-    missing: list[tuple[DerivedRow, str]] = []
-    for row, text in change.updates:
-        _check_model(row.model)
-        if conn.execute(f"UPDATE {row.model} SET row = ? WHERE id = ?", (text, row.id)).rowcount == 0:
-            missing.append((row, text))  # not there after all (rows dropped behind our back)
-    _insert_rows(conn, partition, grp, [*change.upserts, *missing] if missing else change.upserts)
+def apply_changes(conn: sqlite3.Connection, partition: str, changes: Sequence[GroupChange]) -> None:
+    """Write the changes of a partition's refolded groups (inside the caller's transaction):
+    the groups replaced whole are cleared with one statement per table, and the new rows of
+    every group go in together (``bulk``: a statement per row would wait on the GIL)."""
+    replaced: dict[DerivedModel, list[str]] = {}
+    inserts: list[RowValues] = []
+    for change in changes:
+        grp = group_text(change.group)
+        if change.replace:
+            for model in GROUP_MODELS[change.group[0]]:
+                replaced.setdefault(model, []).append(grp)
+        for model, row_id in change.deletes:
+            _check_model(model)
+            conn.execute(f"DELETE FROM {model} WHERE partition = ? AND grp = ? AND id = ?", (partition, grp, row_id))
+        for row, text in change.updates:
+            _check_model(row.model)
+            if conn.execute(f"UPDATE {row.model} SET row = ? WHERE partition = ? AND grp = ? AND id = ?",
+                            (text, partition, grp, row.id)).rowcount == 0:
+                inserts.append(row_values(grp, row, text))  # not there after all (rows dropped behind our back)
+        inserts.extend(row_values(grp, row, text) for row, text in change.upserts)
+    for model, groups in replaced.items():
+        for start in range(0, len(groups), 500):
+            chunk = groups[start:start + 500]
+            conn.execute(f"DELETE FROM {model} WHERE partition = ? AND grp IN ({','.join('?' * len(chunk))})",
+                         (partition, *chunk))
+    insert_values(conn, partition, inserts)
 
 
 def replace_partition(conn: sqlite3.Connection, partition: str, groups: Mapping[GroupKey, Sequence[DerivedRow]]) -> int:
@@ -159,6 +164,8 @@ def replace_partition(conn: sqlite3.Connection, partition: str, groups: Mapping[
 
 # A stored row as a rebuild compares it: (grp, row JSON, channel_id, sort_key).
 StoredRow = tuple[str, str, "str | None", str]
+# Where a stored row is: (model, grp, id).
+RowPlace = tuple[DerivedModel, str, str]
 
 
 def stored_rows(conn: sqlite3.Connection, partition: str) -> dict[RowKey, StoredRow]:
@@ -172,7 +179,7 @@ def stored_rows(conn: sqlite3.Connection, partition: str) -> dict[RowKey, Stored
     return stored
 
 
-def diff_partition(stored: Mapping[RowKey, StoredRow], groups: Mapping[GroupKey, Sequence[DerivedRow]]) -> tuple[list[RowValues], list[RowKey]]:
+def diff_partition(stored: Mapping[RowKey, StoredRow], groups: Mapping[GroupKey, Sequence[DerivedRow]]) -> tuple[list[RowValues], list[RowPlace]]:
     """The rows of ``groups`` (all of a partition's) that are not stored as they are, and
     the stored rows that no group produces any more."""
     left = dict(stored)
@@ -184,14 +191,16 @@ def diff_partition(stored: Mapping[RowKey, StoredRow], groups: Mapping[GroupKey,
             if (old is None or old[0] != grp or old[2] != r.channel_id or old[3] != r.sort_key
                     or not matches_canonical(r.row, old[1])):
                 writes.append(row_values(grp, r, r.to_json()))
-    return writes, list(left)
+                if old is not None and old[0] != grp:  # (a fold never moves a row; a hand edit may)
+                    left[(r.model, r.id)] = old
+    return writes, [(model, old[0], row_id) for (model, row_id), old in left.items()]
 
 
-def write_partition_diff(conn: sqlite3.Connection, partition: str, writes: Sequence[RowValues], deletes: Sequence[RowKey]) -> int:
+def write_partition_diff(conn: sqlite3.Connection, partition: str, writes: Sequence[RowValues], deletes: Sequence[RowPlace]) -> int:
     """Store what ``diff_partition`` found (inside the caller's transaction)."""
-    for model, row_id in deletes:
+    for model, grp, row_id in deletes:
         _check_model(model)
-        conn.execute(f"DELETE FROM {model} WHERE id = ?", (row_id,))
+        conn.execute(f"DELETE FROM {model} WHERE partition = ? AND grp = ? AND id = ?", (partition, grp, row_id))
     return len(deletes) + insert_values(conn, partition, writes)
 
 
@@ -201,9 +210,11 @@ def read_rows(
     filters: Mapping[str, str],
     limit: int | None,
     offset: int,
-) -> tuple[int, list[str]]:
-    """(count of matching rows, the JSON texts of the requested page), sorted by
-    (start_timestamp, id)."""
+    *,
+    places: bool = False,
+) -> tuple[int, list[str], list[tuple[str, str]] | None]:
+    """(count of matching rows, the JSON texts of the requested page, sorted by
+    (start_timestamp, id), and with ``places`` each row's (partition, grp))."""
     _check_model(model)
     where: list[str] = []
     args: list[object] = []
@@ -218,22 +229,11 @@ def read_rows(
     if limit is not None:
         page = " LIMIT ? OFFSET ?"
         args = [*args, limit, offset]
-    rows = [r[0] for r in conn.execute(f"SELECT row FROM {model}{clause} ORDER BY sort_key, id{page}", args)]
-    return count, rows
-
-
-def read_debug(conn: sqlite3.Connection, model: DerivedModel, ids: Sequence[str]) -> dict[str, tuple[str, str]]:
-    """id -> (partition, group) for ``?debug=1``."""
-    _check_model(model)
-    out: dict[str, tuple[str, str]] = {}
-    for chunk_start in range(0, len(ids), 500):
-        chunk = ids[chunk_start : chunk_start + 500]
-        marks = ",".join("?" * len(chunk))
-        for row_id, partition, grp in conn.execute(
-            f"SELECT id, partition, grp FROM {model} WHERE id IN ({marks})", chunk
-        ):
-            out[row_id] = (partition, grp)
-    return out
+    if not places:
+        rows = [r[0] for r in conn.execute(f"SELECT row FROM {model}{clause} ORDER BY sort_key, id{page}", args)]
+        return count, rows, None
+    found = conn.execute(f"SELECT row, partition, grp FROM {model}{clause} ORDER BY sort_key, id{page}", args).fetchall()
+    return count, [r[0] for r in found], [(r[1], r[2]) for r in found]
 
 
 def counts(conn: sqlite3.Connection) -> dict[str, int]:

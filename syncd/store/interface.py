@@ -28,10 +28,12 @@ MODEL_FILTERS: Mapping[DerivedModel, frozenset[str]] = {
 
 @dataclass(frozen=True)
 class Page:
-    """A read result: ``rows`` are JSON texts, ``count`` all rows matching the filters."""
+    """A read result: ``rows`` are JSON texts, ``count`` all rows matching the filters;
+    ``places`` (when asked for) each row's (partition, derivation group)."""
 
     count: int
     rows: list[str]
+    places: list[tuple[str, str]] | None = None
 
 
 @dataclass(frozen=True)
@@ -146,11 +148,10 @@ class Store(SyncStore, Protocol):
         ...
 
     async def read(
-        self, model: DerivedModel, filters: Mapping[str, str], *, limit: int | None = None, offset: int = 0
-    ) -> Page: ...
-
-    async def debug_info(self, model: DerivedModel, ids: Sequence[str]) -> dict[str, tuple[str, str]]:
-        """id -> (partition, derivation group) for ``?debug=1`` reads."""
+        self, model: DerivedModel, filters: Mapping[str, str], *, limit: int | None = None, offset: int = 0,
+        places: bool = False,
+    ) -> Page:
+        """Committed rows; ``places`` adds where each comes from (``?debug=1`` reads)."""
         ...
 
     async def status(self) -> StoreStatus: ...

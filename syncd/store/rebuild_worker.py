@@ -42,7 +42,7 @@ class PartitionRefold:
     records: int
     rows: int
     writes: list[derived.RowValues]
-    deletes: list[derived.RowKey]
+    deletes: list[derived.RowPlace]
     snapshot: bytes | None = None
     last_update: int = 0
     version: bytes = b""
@@ -81,7 +81,7 @@ def from_wire(item: Any) -> PartitionRefold:
     return PartitionRefold(
         str(partition), int(seq), int(records), int(rows),
         [tuple(w) for w in writes],
-        [(model, row_id) for model, row_id in deletes],
+        [(model, grp, row_id) for model, grp, row_id in deletes],
         snapshot, int(last_update), version,
     )
 

@@ -53,6 +53,7 @@ from syncd.logs.partitions import matches
 from syncd.logs.state import PartitionState, group_of
 from syncd.logs.writes import WriteResult
 from syncd.store import derived, doc_tables
+from syncd.store.bulk import insert_rows
 from syncd.store.doc_tables import all_partitions, read_blobs, updates_after
 from syncd.store.documents import EMPTY_VERSION, NeedsDetachedImport, PartitionDoc, pack_updates, version_covers
 from syncd.store.interface import (
@@ -476,7 +477,7 @@ class SqliteStore:
         rows = _index_rows(partition, entries)
 
         def job(conn: sqlite3.Connection) -> None:
-            conn.executemany(_INDEX_SQL, rows)
+            insert_rows(conn, _INDEX_SQL, rows)
 
         def done(future: "asyncio.Future[None]") -> None:
             self._background.discard(future)
@@ -513,13 +514,12 @@ class SqliteStore:
         return fn(conn)
 
     async def read(
-        self, model: DerivedModel, filters: Mapping[str, str], *, limit: int | None = None, offset: int = 0
+        self, model: DerivedModel, filters: Mapping[str, str], *, limit: int | None = None, offset: int = 0,
+        places: bool = False,
     ) -> Page:
-        count, rows = await self._read(lambda c: derived.read_rows(c, model, filters, limit, offset))
-        return Page(count, rows)
-
-    async def debug_info(self, model: DerivedModel, ids: Sequence[str]) -> dict[str, tuple[str, str]]:
-        return await self._read(lambda c: derived.read_debug(c, model, ids))
+        count, rows, where = await self._read(lambda c: derived.read_rows(c, model, filters, limit, offset,
+                                                                          places=places))
+        return Page(count, rows, where)
 
     async def status(self) -> StoreStatus:
         # Digests are kept per partition until its rows change: hashing every row of a
@@ -878,7 +878,7 @@ def _retrieve(future: "asyncio.Future[Any]") -> None:
         future.exception()
 
 
-_INDEX_SQL = "INSERT OR IGNORE INTO record_index (partition, record_id, kind, grp) VALUES (?, ?, ?, ?)"
+_INDEX_SQL = "INSERT OR IGNORE INTO record_index (partition, record_id, kind, grp) VALUES"
 
 
 def _index_rows(partition: str, entries: Sequence[tuple[str, str, GroupKey]]) -> list[tuple[str, str, str, str]]:
@@ -905,10 +905,8 @@ def _write_job(
         if snapshot is None:  # (a snapshot taken with it holds it: the row would go at once)
             conn.execute("INSERT INTO doc_updates (partition, seq, bytes, vv) VALUES (?, ?, ?, ?)",
                          (partition, seq, update, version))
-        if index:
-            conn.executemany(_INDEX_SQL, index)
-        for change in changes:
-            derived.apply_change(conn, partition, change)
+        insert_rows(conn, _INDEX_SQL, index)
+        derived.apply_changes(conn, partition, changes)
         conn.execute(
             "INSERT INTO partition_seq (partition, seq, vv) VALUES (?, ?, ?) "
             "ON CONFLICT(partition) DO UPDATE SET seq = excluded.seq, vv = excluded.vv",
