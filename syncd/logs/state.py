@@ -64,6 +64,9 @@ class PartitionState:
         self._by_group: dict[GroupKey, list[str]] = defaultdict(list)
         self._by_kind: dict[str, list[str]] = defaultdict(list)
         self._group_of: dict[str, GroupKey] = {}
+        # One tuple per group, shared by its records' index entries (each record's own
+        # tuple and content id string cost a partition's index twice the memory).
+        self._groups: dict[GroupKey, GroupKey] = {}
         self._shed: set[GroupKey] = set()  # groups whose records are not decoded
         self._loader = loader
         # content_id -> the memoised fold of that content group, kept current by apply()
@@ -84,7 +87,9 @@ class PartitionState:
         """A state that knows its records by (id, kind, group) only: every group is
         decoded by ``loader`` when first read."""
         state = cls(partition, loader)
+        groups = state._groups
         for record_id, kind, group in entries:
+            group = groups.setdefault(group, group)
             state._group_of[record_id] = group
             state._by_group[group].append(record_id)
             state._by_kind[kind].append(record_id)
@@ -248,6 +253,7 @@ class PartitionState:
 
     def _add(self, record: RawRecord) -> None:
         group = group_of(record)
+        group = self._groups.setdefault(group, group)
         self.records[record.id] = record
         self._group_of[record.id] = group
         self._by_group[group].append(record.id)

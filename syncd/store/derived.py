@@ -54,13 +54,14 @@ class GroupChange:
     """What to write for one refolded group: either the whole group (``replace``: its
     previous rows are unknown) or only the rows whose JSON changed and the rows gone.
     ``updates`` are stored rows whose indexed columns stay as they are: only their JSON
-    is rewritten (no index is touched)."""
+    is rewritten (no index is touched). Rows as the table takes them (``RowValues``): a
+    change waits for its commit, and the folds' row objects need not wait with it."""
 
     group: GroupKey
-    upserts: Sequence[tuple[DerivedRow, str]]
+    upserts: Sequence[RowValues]
     deletes: Sequence[RowKey]
     replace: bool
-    updates: Sequence[tuple[DerivedRow, str]] = ()
+    updates: Sequence[RowValues] = ()
 
 
 def diff_group(group: GroupKey, rows: Sequence[DerivedRow], previous: Mapping[RowKey, Stored] | None) -> tuple[GroupChange, dict[RowKey, Stored]]:
@@ -68,10 +69,11 @@ def diff_group(group: GroupKey, rows: Sequence[DerivedRow], previous: Mapping[Ro
     into ``rows`` (all of the group's rows), and the group's rows afterwards."""
     after: dict[RowKey, Stored] = {}
     if previous is None:
+        grp = group_text(group)
         upserts = []
         for row in rows:
             text = row.to_json()
-            upserts.append((row, text))
+            upserts.append(row_values(grp, row, text))
             after[(row.model, row.id)] = (row_digest(text), row.channel_id, row.sort_key)
         return GroupChange(group, upserts, (), replace=True), after
     change, after = diff_partial(group, rows, previous, changed_only=False)
@@ -84,8 +86,9 @@ def diff_partial(group: GroupKey, rows: Sequence[DerivedRow], previous: Mapping[
     """The change that stores ``rows``, some rows of a group whose committed rows are
     ``previous`` (the group's other rows are unchanged), and the stored state of the rows
     it changed (of every row in ``rows`` with ``changed_only=False``)."""
-    upserts: list[tuple[DerivedRow, str]] = []
-    updates: list[tuple[DerivedRow, str]] = []
+    grp = group_text(group)
+    upserts: list[RowValues] = []
+    updates: list[RowValues] = []
     after: dict[RowKey, Stored] = {}
     for row in rows:
         key = (row.model, row.id)
@@ -93,9 +96,9 @@ def diff_partial(group: GroupKey, rows: Sequence[DerivedRow], previous: Mapping[
         old = previous.get(key)
         stored = (row_digest(text), row.channel_id, row.sort_key)
         if old is None or old[1] != stored[1] or old[2] != stored[2]:
-            upserts.append((row, text))
+            upserts.append(row_values(grp, row, text))
         elif old[0] != stored[0]:
-            updates.append((row, text))
+            updates.append(row_values(grp, row, text))
         elif changed_only:
             continue
         else:
@@ -140,12 +143,13 @@ def apply_changes(conn: sqlite3.Connection, partition: str, changes: Sequence[Gr
         for model, row_id in change.deletes:
             _check_model(model)
             conn.execute(f"DELETE FROM {model} WHERE partition = ? AND grp = ? AND id = ?", (partition, grp, row_id))
-        for row, text in change.updates:
-            _check_model(row.model)
-            if conn.execute(f"UPDATE {row.model} SET row = ? WHERE partition = ? AND grp = ? AND id = ?",
-                            (text, partition, grp, row.id)).rowcount == 0:
-                inserts.append(row_values(grp, row, text))  # not there after all (rows dropped behind our back)
-        inserts.extend(row_values(grp, row, text) for row, text in change.upserts)
+        for values in change.updates:
+            table, row_id, text = values[0], values[1], values[8]
+            _check_model(table)
+            if conn.execute(f"UPDATE {table} SET row = ? WHERE partition = ? AND grp = ? AND id = ?",
+                            (text, partition, grp, row_id)).rowcount == 0:
+                inserts.append(values)  # not there after all (rows dropped behind our back)
+        inserts.extend(change.upserts)
     for model, groups in replaced.items():
         for start in range(0, len(groups), 500):
             chunk = groups[start:start + 500]

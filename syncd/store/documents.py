@@ -498,6 +498,9 @@ class PartitionDoc:
     def record_ids(self) -> list[str]:
         return list(self._root.keys())
 
+    def record_count(self) -> int:
+        return len(self._root)
+
     # --- versions and sync ------------------------------------------------------------
     def version(self) -> bytes:
         """The encoded version vector of everything this document holds."""

@@ -8,6 +8,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, Awaitable, Callable, Literal, Mapping, Protocol, Sequence
 
+from syncd.errors import InvalidRecordError
 from syncd.logs.records import DerivedModel
 from syncd.logs.state import PartitionState
 from syncd.logs.writes import WriteResult
@@ -119,6 +120,14 @@ class SyncStore(Protocol):
         rows in one transaction. Raises InvalidRecordError (the peer's fault: nothing
         stored, nothing left in memory) or StoreUnavailableError. A repeated chunk
         changes nothing."""
+        ...
+
+    async def stage_imports(self, chunks: Sequence[tuple[str, bytes]], *, source: str
+                            ) -> list[StagedImport | InvalidRecordError]:
+        """``stage_import`` for several partitions' chunks (a sync frame's), in order, what
+        they hold on disk read in one go. Stops at the first refused chunk: the list then
+        ends with its InvalidRecordError (the chunks before it are staged, those after it
+        not looked at). Other errors propagate."""
         ...
 
     async def stage_import(self, partition: str, data: bytes, *, source: str) -> StagedImport:

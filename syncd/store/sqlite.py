@@ -45,7 +45,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Collection, Coroutine, Mapping, Sequence, TypeVar
 
-from syncd.errors import StoreUnavailableError
+from syncd.errors import InvalidRecordError, StoreUnavailableError
 from syncd.logs.aggregate import derive, derive_changes
 from syncd.logs.records import DERIVED_MODELS, CreateRecord, DerivedModel, DerivedRow, GroupKey, RawRecord
 from syncd.logs.integrity import check_growth
@@ -400,26 +400,25 @@ class SqliteStore:
                 log.exception("change listener failed")
 
     # --- documents in memory ------------------------------------------------------------
-    async def _get(self, partition: str) -> _Loaded:
+    async def _get(self, partition: str, stored: _Stored | None = None) -> _Loaded:
         loaded = self._cache.get(partition)
         if loaded is not None:
             self._cache.move_to_end(partition)
             return loaded
-        loaded = await self._load(partition)
+        loaded = await self._load(partition, stored)
         self._cache[partition] = loaded
         self._shrink_cache()
         return loaded
 
-    async def _load(self, partition: str) -> _Loaded:
-        def read(conn: sqlite3.Connection) -> tuple[tuple[int, list[bytes], int], list[tuple[str, str, str]]]:
-            return read_blobs(conn, partition), conn.execute(
-                "SELECT record_id, kind, grp FROM record_index WHERE partition = ?", (partition,)).fetchall()
-
-        (snapshot_seq, blobs, last_seq), index = await self._read(read)
+    async def _load(self, partition: str, stored: _Stored | None = None) -> _Loaded:
+        """A partition from its stored blobs and index (``stored``: read already)."""
+        if stored is None:
+            stored = (await self._read(lambda c: _read_stored(c, [partition])))[partition]
+        (snapshot_seq, blobs, last_seq), index = stored
         doc = PartitionDoc.load(blobs, self.identity.peer_id)
         loaded = _Loaded(doc, next_seq=last_seq + 1, tail=last_seq - snapshot_seq)
         # With a complete stored index the state needs no decoding: readers decode groups.
-        if len(index) == len(doc.record_ids()):
+        if len(index) == doc.record_count():
             loaded.state = PartitionState.from_index(
                 partition, ((rid, kind, _group_key(grp)) for rid, kind, grp in index), loaded.records_named)
         return loaded
@@ -624,10 +623,49 @@ class SqliteStore:
         return await (await self.stage_import(partition, data, source=source)).committed()
 
     async def stage_import(self, partition: str, data: bytes, *, source: str) -> StagedImport:
-        lock = self._locks[partition]
-        await lock.acquire()
+        outcome, = await self.stage_imports([(partition, data)], source=source)
+        if isinstance(outcome, InvalidRecordError):
+            raise outcome
+        return outcome
+
+    async def stage_imports(self, chunks: Sequence[tuple[str, bytes]], *, source: str
+                            ) -> list[StagedImport | InvalidRecordError]:
+        partitions = [partition for partition, _ in chunks]
+        if len(set(partitions)) != len(partitions):
+            raise ValueError("a partition is named twice in one batch of chunks")
+        for partition in sorted(partitions):  # (in one order: two batches never deadlock)
+            await self._locks[partition].acquire()
+        held = list(partitions)
+        outcomes: list[StagedImport | InvalidRecordError] = []
         try:
-            loaded = await self._get(partition)
+            # What the chunks' partitions hold, read in one go for those not loaded (one
+            # reader round trip for an incremental sync's dozens of partitions, not one each).
+            missing = [p for p in partitions if p not in self._cache]
+            stored = await self._read(lambda c: _read_stored(c, missing)) if missing else {}
+            for partition, data in chunks:
+                held.remove(partition)  # from here on ``_stage`` owns (and releases) the lock
+                try:
+                    outcomes.append(await self._stage(partition, data, source, stored.pop(partition, None)))
+                except InvalidRecordError as exc:  # the peer's fault: the later chunks are not looked at
+                    outcomes.append(exc)
+                    break
+        finally:
+            for partition in held:
+                self._locks[partition].release()
+        return outcomes
+
+    async def _stage(self, partition: str, data: bytes, source: str, stored: _Stored | None) -> StagedImport:
+        """stage_imports' work on one chunk; the caller acquired the partition's lock, which
+        is released once the chunk commits (or at once, if it raises)."""
+        lock = self._locks[partition]
+        try:
+            # A partition that was not loaded keeps only its index once the chunk commits
+            # (a quarter of a megabyte for a large school's learner: the next sync's import
+            # needs it), not the row memory of what the import wrote (three times that, for
+            # the ``cache_documents`` partitions a full sync went through last); its next
+            # write rewrites the groups it touches whole.
+            was_loaded = partition in self._cache
+            loaded = await self._get(partition, stored)
             # A partition that is not hot stays cold after the import: a full sync of a
             # school would otherwise hold the last ``cache_decoded`` learners' documents
             # and records in memory (tens of MB), and evict the partitions being written.
@@ -649,6 +687,8 @@ class SqliteStore:
                 if commit is not None:
                     await commit
             finally:
+                if not was_loaded:
+                    loaded.written.clear()
                 lock.release()
 
         # The lock is held until the commit is in; meanwhile the caller goes on (the next
@@ -884,6 +924,28 @@ _INDEX_SQL = "INSERT OR IGNORE INTO record_index (partition, record_id, kind, gr
 def _index_rows(partition: str, entries: Sequence[tuple[str, str, GroupKey]]) -> list[tuple[str, str, str, str]]:
     """record_index rows of (record id, kind, group) entries."""
     return [(partition, rid, kind, derived.group_text(group)) for rid, kind, group in entries]
+
+
+# What a partition holds on disk: (snapshot seq, [snapshot, updates...], last seq) and its
+# record index rows (record id, kind, group text).
+_Stored = tuple[tuple[int, list[bytes], int], list[tuple[str, str, str]]]
+
+
+def _read_stored(conn: sqlite3.Connection, partitions: Sequence[str]) -> dict[str, _Stored]:
+    """The stored blobs and record index of ``partitions``, in one read transaction."""
+    conn.execute("BEGIN")
+    try:
+        index: dict[str, list[tuple[str, str, str]]] = {p: [] for p in partitions}
+        for start in range(0, len(partitions), 500):
+            chunk = partitions[start:start + 500]
+            for partition, record_id, kind, grp in conn.execute(
+                f"SELECT partition, record_id, kind, grp FROM record_index WHERE partition IN "
+                f"({','.join('?' * len(chunk))})", chunk
+            ):
+                index[partition].append((record_id, kind, grp))
+        return {p: (read_blobs(conn, p), index[p]) for p in partitions}
+    finally:
+        conn.execute("COMMIT")
 
 
 def _group_key(text: str) -> GroupKey:

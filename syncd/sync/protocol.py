@@ -51,7 +51,7 @@ Call ``start(now)`` (client) or ``receive(frame, now)`` and execute the returned
 session. A request (``LoadPeer``, ``NeedChanges``, ``NeedVersions``, ``Export``,
 ``Import``) is always the last output of a batch: answer it with the matching method
 (``peer_loaded``, ``changes_ready``, ``versions_ready``, ``export_ready``,
-``import_done``/``import_refused``), which returns the next batch. ``abort`` ends a
+``imports_done``), which returns the next batch. ``abort`` ends a
 session for a local reason (store failure, lost connection, timeout).
 
 Every state change goes through ``_CLIENT_TABLE`` / ``_SERVER_TABLE``: which handler runs
@@ -171,9 +171,27 @@ class Export:
 
 @dataclass(frozen=True)
 class Import:
-    """Import (check, validate, commit); answer ``import_done`` or ``import_refused``."""
+    """Import (check, validate, commit) every partition's chunk, in order (the partitions
+    a frame completed); answer ``imports_done`` with an ``Imported`` for each, or, where
+    one is refused, ``Imported`` for those before it and its ``Refused`` last."""
+    chunks: tuple[tuple[str, bytes], ...]
+
+
+@dataclass(frozen=True)
+class Imported:
+    """A chunk the store took (``changed``: something new; ``pending``: it waits for
+    changes not received yet; ``records``: raw records it created or extended)."""
     partition: str
-    data: bytes
+    changed: bool
+    pending: bool
+    records: int
+
+
+@dataclass(frozen=True)
+class Refused:
+    """A chunk the store refused, and why (the peer's fault: the session fails)."""
+    partition: str
+    reason: str
 
 
 @dataclass(frozen=True)
@@ -216,11 +234,6 @@ Output = Union[Send, LoadPeer, NeedChanges, NeedVersions, Export, Import, SaveCu
                Finished, Failed]
 _REQUESTS = (LoadPeer, NeedChanges, NeedVersions, Export, Import)
 Step = Generator[Output, Any, list[Output]]
-
-
-@dataclass(frozen=True)
-class _Refused:
-    reason: str
 
 
 class _Fail(Exception):
@@ -420,14 +433,16 @@ class _Session:
             raise LocalProtocolError(f"export of {partition} answered for {self._pending.partition}")
         return self._answer(Export, data)
 
-    def import_done(self, partition: str, *, changed: bool, pending: bool, records: int) -> list[Output]:
-        if changed:
-            self._in.append(partition)
-        self._records += records
-        return self._answer(Import, pending)
-
-    def import_refused(self, partition: str, reason: str) -> list[Output]:
-        return self._answer(Import, _Refused(reason))
+    def imports_done(self, outcomes: Sequence[Imported | Refused]) -> list[Output]:
+        pending = self._pending
+        if isinstance(pending, Import):
+            named = [o.partition for o in outcomes]
+            asked = [partition for partition, _ in pending.chunks]
+            refused_early = bool(outcomes) and isinstance(outcomes[-1], Refused)
+            if named != asked[:len(named)] or (len(named) != len(asked) and not refused_early) or any(
+                    isinstance(o, Refused) for o in outcomes[:-1]):
+                raise LocalProtocolError("imports_done must answer every chunk in order, up to a refused one")
+        return self._answer(Import, tuple(outcomes))
 
     def abort(self, reason: str, now: float, *, tell_peer: bool = False) -> list[Output]:
         """End the session for a local reason; ``tell_peer`` adds an ``error`` to send."""
@@ -464,19 +479,30 @@ class _Session:
         return Hello(PROTOCOL_VERSION, MIN_VERSION, self.me.device_id, self.me.facility.tag, self.nonce,
                      now, self.me.epoch, self.me.instance)
 
-    def _import(self, delta: Delta) -> Generator[Output, Any, bool]:
-        """Take one delta piece; True once its partition is complete and committed."""
-        self._bytes_in += len(delta.data)
-        data = self._inbox.add(delta)
-        if data is None:
-            return False
-        if data:
-            result = yield Import(delta.partition, data)
-            if isinstance(result, _Refused):
-                raise _Fail("refused", f"chunk for {delta.partition} refused: {result.reason}")
-            if result:
-                self._incomplete.add(delta.partition)
-        return True
+    def _import(self, deltas: Sequence[Delta]) -> Generator[Output, Any, list[str]]:
+        """Take a frame's delta pieces; import the partitions they complete, all in one
+        request; return those partitions (committed, to acknowledge)."""
+        complete: list[str] = []
+        chunks: list[tuple[str, bytes]] = []
+        for delta in deltas:
+            self._bytes_in += len(delta.data)
+            data = self._inbox.add(delta)
+            if data is None:
+                continue
+            complete.append(delta.partition)
+            if data:
+                chunks.append((delta.partition, data))
+        if chunks:
+            outcomes: tuple[Imported | Refused, ...] = yield Import(tuple(chunks))
+            for outcome in outcomes:
+                if isinstance(outcome, Refused):
+                    raise _Fail("refused", f"chunk for {outcome.partition} refused: {outcome.reason}")
+                if outcome.changed:
+                    self._in.append(outcome.partition)
+                self._records += outcome.records
+                if outcome.pending:
+                    self._incomplete.add(outcome.partition)
+        return complete
 
     def _fill(self) -> Generator[Output, Any, list[Delta]]:
         """Delta pieces from the export queue, at most ``delta_budget`` bytes."""
@@ -643,10 +669,7 @@ class ClientSession(_Session):
     def _on_deltas(self, frame: Sequence[Message]) -> Step:
         if not frame or not all(isinstance(m, Delta) for m in frame):
             raise _Fail("protocol", "while pulling, a response is one or more deltas")
-        for d in frame:
-            assert isinstance(d, Delta)
-            if (yield from self._import(d)):
-                self._acks_due.append(d.partition)
+        self._acks_due.extend((yield from self._import([d for d in frame if isinstance(d, Delta)])))
         if not self._inbox.complete:
             self._goto(State.PULLING)
             return [Send(self._ack())]
@@ -833,7 +856,8 @@ class ServerSession(_Session):
         assert self.peer is not None
         _work_order(frame)
         want_s: dict[str, bytes] | None = None
-        took_deltas = closing = False
+        closing = False
+        deltas = [m for m in frame if isinstance(m, Delta)]
         for m in frame:
             if isinstance(m, Want):
                 if self._want_seen:
@@ -849,17 +873,15 @@ class ServerSession(_Session):
                 ours = (yield NeedVersions(tuple(m.vvs))) if m.vvs else {}
                 want_s = lacking(ours, m.vvs)
                 self._inbox.expected |= set(want_s)
-            elif isinstance(m, Delta):
-                took_deltas = True
-                if (yield from self._import(m)):
-                    self._acks_due.append(m.partition)
             elif isinstance(m, Bye):
                 closing = True
+        if deltas:  # (after the offer, before the bye: the order of a work frame)
+            self._acks_due.extend((yield from self._import(deltas)))
         if closing:
             self._goto(State.DONE)
             return [Send(()), Finished(self.summary())]
         reply: list[Message] = []
-        if took_deltas:
+        if deltas:
             reply.append(Ack(tuple(self._acks_due)))
             self._acks_due = []
         reply.extend((yield from self._fill()))
@@ -871,6 +893,6 @@ class ServerSession(_Session):
 
 __all__ = [
     "ClientSession", "ServerSession", "LocalDevice", "PeerCursor", "SessionSummary", "State", "Kind", "Send", "LoadPeer",
-    "NeedChanges", "NeedVersions", "Export", "Import", "SaveCursor", "SavePushSeq", "Finished", "Failed",
+    "NeedChanges", "NeedVersions", "Export", "Import", "Imported", "Refused", "SaveCursor", "SavePushSeq", "Finished", "Failed",
     "Output", "Request", "scope_hash", "lacking", "receives", "PROTOCOL_VERSION", "MIN_VERSION", "DELTA_BUDGET", "EMPTY_VV",
 ]

@@ -42,8 +42,8 @@ from syncd.sync import codec
 from syncd.sync.membership import Facility
 from syncd.sync.messages import DeviceId, Epoch, Error, Instance, Message, PeerCursor
 from syncd.sync.protocol import (
-    DELTA_BUDGET, ClientSession, Export, Failed, Finished, Import, LoadPeer, LocalDevice, NeedChanges,
-    NeedVersions, Output, Revocations, SaveCursor, SavePushSeq, Send, ServerSession, SessionSummary,
+    DELTA_BUDGET, ClientSession, Export, Failed, Finished, Import, Imported, LoadPeer, LocalDevice, NeedChanges,
+    NeedVersions, Output, Refused, Revocations, SaveCursor, SavePushSeq, Send, ServerSession, SessionSummary,
 )
 from syncd.sync.tls import client_ssl_context, peer_certificate
 
@@ -133,9 +133,6 @@ def _report(role: Literal["client", "server"], address: str, summary: SessionSum
 
 
 OnRevocations = Callable[[str, tuple[bytes, ...]], Awaitable[None]]
-# Imports staged (checked, commit queued) at once: one commits while the next is checked;
-# more would only hold more partitions' records in memory while the writer catches up.
-MAX_STAGED = 16
 
 
 async def execute(session: ClientSession | ServerSession, outputs: list[Output], store: SyncStore,
@@ -145,10 +142,10 @@ async def execute(session: ClientSession | ServerSession, outputs: list[Output],
     frame to send (returned) or has ended. Store errors other than a refused chunk
     propagate: the caller aborts the session.
 
-    Imports are staged: the session hears ``import_done`` once a chunk is checked, and
-    goes on to the next while the store commits (commits queued together share one
-    transaction). Every staged commit is awaited before anything leaves this function or
-    is saved: a frame (its acks), a cursor, the end."""
+    A frame's chunks are staged together (``stage_imports``): the store checks one while
+    the chunks before it commit (commits queued together share one transaction), and the
+    session hears of them all at once. Every staged commit is awaited before anything
+    leaves this function or is saved: a frame (its acks), a cursor, the end."""
     queue: deque[Output] = deque(outputs)
     frame: tuple[Message, ...] | None = None
     ends: list[Finished | Failed] = []
@@ -170,18 +167,18 @@ async def execute(session: ClientSession | ServerSession, outputs: list[Output],
             data = await store.export_missing(out.partition, out.their_vv, update_lists=out.update_lists)
             queue.extend(session.export_ready(out.partition, data))
         elif isinstance(out, Import):
-            try:
-                stage = await store.stage_import(out.partition, out.data, source=session.peer or "?")
-            except InvalidRecordError as exc:  # the peer's fault: refused, logged, backed off
-                log.warning("refused a chunk of %s from peer %s: %s", out.partition, (session.peer or "?")[:12], exc)
-                queue.extend(session.import_refused(out.partition, str(exc) or type(exc).__name__))
-            else:
-                staged.append(stage)
-                if len(staged) >= MAX_STAGED:  # each holds its partition's records until it commits
-                    await staged.pop(0).committed()
-                result = stage.result
-                queue.extend(session.import_done(out.partition, changed=result.changed, pending=result.pending,
-                                                 records=result.records))
+            outcomes: list[Imported | Refused] = []
+            for (partition, _), outcome in zip(out.chunks, await store.stage_imports(
+                    out.chunks, source=session.peer or "?")):
+                if isinstance(outcome, InvalidRecordError):  # the peer's fault: refused, logged, backed off
+                    log.warning("refused a chunk of %s from peer %s: %s", partition, (session.peer or "?")[:12],
+                                outcome)
+                    outcomes.append(Refused(partition, str(outcome) or type(outcome).__name__))
+                else:
+                    staged.append(outcome)
+                    result = outcome.result
+                    outcomes.append(Imported(partition, result.changed, result.pending, result.records))
+            queue.extend(session.imports_done(outcomes))
         elif isinstance(out, SaveCursor):
             assert peers is not None
             await peers.save_pull_cursor(out.peer, out.cursor)

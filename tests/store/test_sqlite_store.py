@@ -584,7 +584,8 @@ async def test_an_export_without_a_covered_point_loads_the_document(tmp_path: Pa
 async def test_imports_leave_the_hot_partitions_as_they_were(tmp_path: Path) -> None:
     """A sync's imports do not make their partitions hot: the learners being written to
     keep their documents in memory, and the imported ones are released once committed
-    (a full sync of a school would otherwise hold ``cache_decoded`` of them)."""
+    (a full sync of a school would otherwise hold ``cache_decoded`` of them); those that
+    were not loaded before keep their index only, not the memory of the rows written."""
     from syncd.store.documents import EMPTY_VERSION
 
     source = await open_sqlite(tmp_path / "source")
@@ -599,6 +600,8 @@ async def test_imports_leave_the_hot_partitions_as_they_were(tmp_path: Path) -> 
             assert (await target.import_chunk(user_partition(user), chunk, source="test")).changed
         assert list(target._decoded) == [user_partition(writer)]
         assert all(target._cache[user_partition(u)].doc is None for u in users)
+        assert all(not target._cache[user_partition(u)].written for u in users)
+        assert all(target._cache[user_partition(u)].state is not None for u in users)
         # a hot partition stays hot through an import
         await _mixed_workload(source, writer, 500)
         chunk = await source.export_missing(user_partition(writer), (await target.version_vectors(

@@ -32,8 +32,8 @@ from syncd.sync.messages import (
     DeviceId, Epoch, Instance, Message, PeerCursor, Subscription, in_subscription, vv_covers,
 )
 from syncd.sync.protocol import (
-    EMPTY_VV, ClientSession, Export, Failed, Finished, Import, LoadPeer, LocalDevice, NeedChanges,
-    NeedVersions, Output, Revocations, SaveCursor, SavePushSeq, Send, ServerSession, SessionSummary,
+    EMPTY_VV, ClientSession, Export, Failed, Finished, Import, Imported, LoadPeer, LocalDevice, NeedChanges,
+    NeedVersions, Output, Refused, Revocations, SaveCursor, SavePushSeq, Send, ServerSession, SessionSummary,
 )
 
 FACILITY = mint_facility("Test School", os.urandom)
@@ -216,6 +216,17 @@ class InMemoryReplica:
         done.set_result(None)  # in memory: committed at once
         return StagedImport(self.import_(partition, data, source), done)
 
+    async def stage_imports(self, chunks: Sequence[tuple[str, bytes]], *, source: str
+                            ) -> list[StagedImport | InvalidRecordError]:
+        outcomes: list[StagedImport | InvalidRecordError] = []
+        for partition, data in chunks:
+            try:
+                outcomes.append(await self.stage_import(partition, data, source=source))
+            except InvalidRecordError as exc:
+                outcomes.append(exc)
+                break
+        return outcomes
+
     # --- comparisons (never by encoded bytes) ---------------------------------------------
     def raw_json(self, partitions: Iterable[str] | None = None) -> dict[str, str]:
         names = sorted(self.states if partitions is None else partitions)
@@ -261,12 +272,15 @@ def execute(replica: InMemoryReplica, session: ClientSession | ServerSession, ou
             replica.exports.append(out)
             queue.extend(session.export_ready(out.partition, replica.export(out.partition, out.their_vv)))
         elif isinstance(out, Import):
-            try:
-                r = replica.import_(out.partition, out.data)
-            except InvalidRecordError as exc:
-                queue.extend(session.import_refused(out.partition, exc.detail))
-            else:
-                queue.extend(session.import_done(out.partition, changed=r.changed, pending=r.pending, records=r.records))
+            outcomes: list[Imported | Refused] = []
+            for partition, data in out.chunks:
+                try:
+                    r = replica.import_(partition, data)
+                except InvalidRecordError as exc:
+                    outcomes.append(Refused(partition, exc.detail))
+                    break
+                outcomes.append(Imported(partition, r.changed, r.pending, r.records))
+            queue.extend(session.imports_done(outcomes))
         elif isinstance(out, SaveCursor):
             replica.cursors[out.peer] = (out.cursor, replica.cursors.get(out.peer, (None, None))[1])
         elif isinstance(out, SavePushSeq):
