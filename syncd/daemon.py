@@ -115,6 +115,8 @@ async def _serve(settings: Settings, print_ready: bool) -> int:
         compact_after=settings.store.compact_after,
         group_commit=settings.store.group_commit,
         rebuild_workers=settings.store.rebuild_workers,
+        import_workers=settings.store.import_workers,
+        import_workers_above=settings.store.import_workers_above,
     )
     socket_path = settings.api.socket
     runner: web.AppRunner | None = None

@@ -18,14 +18,15 @@ from typing import Sequence
 ROWS_PER_STATEMENT = 100
 
 
-def insert_rows(conn: sqlite3.Connection, head: str, rows: Sequence[Sequence[object]]) -> None:
+def insert_rows(conn: sqlite3.Connection, head: str, rows: Sequence[Sequence[object]], *, tail: str = "") -> None:
     """Run ``head`` (``INSERT [OR ...] INTO table (columns) VALUES``) for every row of
-    ``rows`` (all of the same width), ``ROWS_PER_STATEMENT`` at a time."""
+    ``rows`` (all of the same width), ``ROWS_PER_STATEMENT`` at a time, each statement
+    ending with ``tail`` (an upsert clause)."""
     if not rows:
         return
     marks = "(" + ",".join("?" * len(rows[0])) + ")"
-    full = f"{head} {','.join([marks] * ROWS_PER_STATEMENT)}"
+    full = f"{head} {','.join([marks] * ROWS_PER_STATEMENT)} {tail}"
     for start in range(0, len(rows), ROWS_PER_STATEMENT):
         chunk = rows[start:start + ROWS_PER_STATEMENT]
-        sql = full if len(chunk) == ROWS_PER_STATEMENT else f"{head} {','.join([marks] * len(chunk))}"
+        sql = full if len(chunk) == ROWS_PER_STATEMENT else f"{head} {','.join([marks] * len(chunk))} {tail}"
         conn.execute(sql, [value for row in chunk for value in row])

@@ -118,8 +118,13 @@ def row_values(grp: str, row: DerivedRow, text: str) -> RowValues:
 
 
 def insert_values(conn: sqlite3.Connection, partition: str, rows: Iterable[RowValues]) -> int:
+    """Insert (or replace) one partition's rows; how many."""
+    return _insert_placed(conn, ((partition, values) for values in rows))
+
+
+def _insert_placed(conn: sqlite3.Connection, rows: Iterable[tuple[str, RowValues]]) -> int:
     by_model: dict[str, list[tuple[object, ...]]] = {}
-    for model, row_id, grp, user_id, content_id, channel_id, exam_id, sort_key, text in rows:
+    for partition, (model, row_id, grp, user_id, content_id, channel_id, exam_id, sort_key, text) in rows:
         by_model.setdefault(model, []).append(
             (row_id, partition, grp, user_id, content_id, channel_id, exam_id, sort_key, text)
         )
@@ -129,33 +134,39 @@ def insert_values(conn: sqlite3.Connection, partition: str, rows: Iterable[RowVa
     return sum(len(v) for v in by_model.values())
 
 
-def apply_changes(conn: sqlite3.Connection, partition: str, changes: Sequence[GroupChange]) -> None:
-    """Write the changes of a partition's refolded groups (inside the caller's transaction):
-    the groups replaced whole are cleared with one statement per table, and the new rows of
-    every group go in together (``bulk``: a statement per row would wait on the GIL)."""
-    replaced: dict[DerivedModel, list[str]] = {}
-    inserts: list[RowValues] = []
-    for change in changes:
-        grp = group_text(change.group)
-        if change.replace:
-            for model in GROUP_MODELS[change.group[0]]:
-                replaced.setdefault(model, []).append(grp)
-        for model, row_id in change.deletes:
-            _check_model(model)
-            conn.execute(f"DELETE FROM {model} WHERE partition = ? AND grp = ? AND id = ?", (partition, grp, row_id))
-        for values in change.updates:
-            table, row_id, text = values[0], values[1], values[8]
-            _check_model(table)
-            if conn.execute(f"UPDATE {table} SET row = ? WHERE partition = ? AND grp = ? AND id = ?",
-                            (text, partition, grp, row_id)).rowcount == 0:
-                inserts.append(values)  # not there after all (rows dropped behind our back)
-        inserts.extend(change.upserts)
-    for model, groups in replaced.items():
-        for start in range(0, len(groups), 500):
-            chunk = groups[start:start + 500]
-            conn.execute(f"DELETE FROM {model} WHERE partition = ? AND grp IN ({','.join('?' * len(chunk))})",
-                         (partition, *chunk))
-    insert_values(conn, partition, inserts)
+def apply_changes(conn: sqlite3.Connection, changes: Iterable[tuple[str, Sequence[GroupChange]]]) -> None:
+    """Write the changes of refolded groups, (partition, its changes) for any number of
+    partitions (inside the caller's transaction): the groups replaced whole are cleared
+    and the new rows of every group go in with a few statements per table (``bulk``: a
+    statement per row or group would wait on the GIL)."""
+    replaced: dict[DerivedModel, list[tuple[str, str]]] = {}
+    inserts: list[tuple[str, RowValues]] = []
+    for partition, partition_changes in changes:
+        for change in partition_changes:
+            grp = group_text(change.group)
+            if change.replace:
+                for model in GROUP_MODELS[change.group[0]]:
+                    replaced.setdefault(model, []).append((partition, grp))
+            for model, row_id in change.deletes:
+                _check_model(model)
+                conn.execute(f"DELETE FROM {model} WHERE partition = ? AND grp = ? AND id = ?",
+                             (partition, grp, row_id))
+            for values in change.updates:
+                table, row_id, text = values[0], values[1], values[8]
+                _check_model(table)
+                if conn.execute(f"UPDATE {table} SET row = ? WHERE partition = ? AND grp = ? AND id = ?",
+                                (text, partition, grp, row_id)).rowcount == 0:
+                    inserts.append((partition, values))  # not there after all (rows dropped behind our back)
+            inserts.extend((partition, values) for values in change.upserts)
+    for model, places in replaced.items():
+        for start in range(0, len(places), 400):
+            chunk = places[start:start + 400]
+            # (a join, so that each (partition, grp) is looked up in the index)
+            conn.execute(f"DELETE FROM {model} WHERE rowid IN (SELECT t.rowid FROM (VALUES "
+                         f"{','.join(['(?,?)'] * len(chunk))}) AS v JOIN {model} AS t "
+                         "ON t.partition = v.column1 AND t.grp = v.column2)",
+                         [value for place in chunk for value in place])
+    _insert_placed(conn, inserts)
 
 
 def replace_partition(conn: sqlite3.Connection, partition: str, groups: Mapping[GroupKey, Sequence[DerivedRow]]) -> int:

@@ -54,6 +54,9 @@ from syncd.logs.state import PartitionState, group_of
 from syncd.logs.writes import WriteResult
 from syncd.store import derived, doc_tables
 from syncd.store.bulk import insert_rows
+from syncd.store.commits import INDEX_HEAD, PartitionCommit, index_rows, store_snapshot, write_commits
+from syncd.store.first_import import FirstImport, fold_first_import
+from syncd.store.import_pool import ImportPool, WorkerError
 from syncd.store.doc_tables import all_partitions, read_blobs, updates_after
 from syncd.store.documents import EMPTY_VERSION, NeedsDetachedImport, PartitionDoc, pack_updates, version_covers
 from syncd.store.interface import (
@@ -84,7 +87,7 @@ def connect(path: Path) -> sqlite3.Connection:
 
 @dataclass
 class _Queued:
-    job: Callable[[sqlite3.Connection], Any]
+    job: Callable[[sqlite3.Connection], Any] | PartitionCommit
     future: "asyncio.Future[Any]"
     result: Any = None
 
@@ -118,6 +121,13 @@ class _Writer:
         commit in the order they were queued."""
         future: asyncio.Future[T] = self._loop.create_future()
         self._queue.put(_Queued(job, future))
+        return future
+
+    def enqueue_commit(self, commit: PartitionCommit) -> "asyncio.Future[None]":
+        """Queue a partition's change (``commits``): the commits queued together are
+        stored with a few statements per table."""
+        future: asyncio.Future[None] = self._loop.create_future()
+        self._queue.put(_Queued(commit, future))
         return future
 
     def close(self) -> None:
@@ -159,8 +169,17 @@ class _Writer:
     def _commit(self, conn: sqlite3.Connection, batch: Sequence[_Queued]) -> BaseException | None:
         try:
             conn.execute("BEGIN IMMEDIATE")
+            commits: list[PartitionCommit] = []  # consecutive ones, stored together
             for item in batch:
+                if isinstance(item.job, PartitionCommit):
+                    commits.append(item.job)
+                    continue
+                if commits:  # (in queue order: a job may read what the commits before it wrote)
+                    write_commits(conn, commits)
+                    commits = []
                 item.result = item.job(conn)
+            if commits:
+                write_commits(conn, commits)
             conn.execute("COMMIT")
         except BaseException as exc:
             try:
@@ -226,19 +245,22 @@ class SqliteStore:
         compact_after: int = 256,
         group_commit: bool = True,
         rebuild_workers: int = 2,
+        import_workers: int = 1,
+        import_workers_above: int = 32 * 2**20,
     ) -> "SqliteStore":
         self = object.__new__(cls)
         state_dir = Path(state_dir)
         self._lock = StateDirLock(state_dir)
         try:
-            self._init(state_dir, cache_documents, cache_decoded, compact_after, group_commit, rebuild_workers)
+            self._init(state_dir, cache_documents, cache_decoded, compact_after, group_commit, rebuild_workers,
+                       import_workers, import_workers_above)
         except BaseException:
             self._lock.close()
             raise
         return self
 
     def _init(self, state_dir: Path, cache_documents: int, cache_decoded: int, compact_after: int,
-              group_commit: bool, rebuild_workers: int) -> None:
+              group_commit: bool, rebuild_workers: int, import_workers: int, import_workers_above: int) -> None:
         self.path = state_dir / DB_FILE
         conn = connect(self.path)
         try:
@@ -259,6 +281,7 @@ class SqliteStore:
         self._loop = asyncio.get_running_loop()
         self._writer = _Writer(self.path, self._loop, group_commit=group_commit)
         self._readers = ThreadPoolExecutor(max_workers=2, thread_name_prefix="syncd-reader")
+        self._folder = ThreadPoolExecutor(max_workers=1, thread_name_prefix="syncd-fold")
         self._local = threading.local()
         self._cache: OrderedDict[str, _Loaded] = OrderedDict()
         self._locks: defaultdict[str, asyncio.Lock] = defaultdict(asyncio.Lock)
@@ -267,6 +290,10 @@ class SqliteStore:
         self._cache_decoded = min(cache_decoded, cache_documents)
         self._compact_after = compact_after
         self._rebuild_workers = rebuild_workers
+        self._pool = ImportPool(import_workers)
+        self._workers_above = import_workers_above
+        self._first_import_volume = 0   # bytes of first imports lately (``_for_workers``)
+        self._first_import_at = 0.0
         self._rebuild_lock = asyncio.Lock()
         self._background: set[asyncio.Future[None]] = set()
         self._listeners: list[Callable[[str, int], None]] = []
@@ -354,9 +381,9 @@ class SqliteStore:
                 change, written[group] = derived.diff_group(group, group_rows, previous)
             if change.upserts or change.updates or change.deletes or change.replace:
                 changes.append(change)
-        index = _index_rows(partition, [(rid, kind, group) for rid, kind, group in created if group is not None])
-        job = _write_job(partition, seq, update, changes, feed_seq, loaded.doc.version(), snapshot, index)
-        committed = self._writer.enqueue(job)
+        index = index_rows(partition, [(rid, kind, group) for rid, kind, group in created if group is not None])
+        committed = self._writer.enqueue_commit(PartitionCommit(
+            partition, seq, update, changes, feed_seq, loaded.doc.version(), snapshot, index))
         return self._settle_change(partition, loaded, committed, seq, feed_seq, written, partial, bool(changes),
                                    snapshot is not None)
 
@@ -423,11 +450,15 @@ class SqliteStore:
                 partition, ((rid, kind, _group_key(grp)) for rid, kind, grp in index), loaded.records_named)
         return loaded
 
-    async def _load_doc(self, partition: str) -> PartitionDoc:
-        _, blobs, _ = await self._read(lambda c: read_blobs(c, partition))
+    async def _load_doc(self, partition: str, blobs: list[bytes] | None = None) -> PartitionDoc:
+        """A partition's committed document (``blobs``: its stored blobs, read already)."""
+        if blobs is None:
+            _, stored, _ = await self._read(lambda c: read_blobs(c, partition))
+            return PartitionDoc.load(stored, self.identity.peer_id)
         return PartitionDoc.load(blobs, self.identity.peer_id)
 
-    async def _hot(self, partition: str, loaded: _Loaded, *, keep: bool = True) -> tuple[PartitionDoc, PartitionState]:
+    async def _hot(self, partition: str, loaded: _Loaded, *, keep: bool = True, blobs: list[bytes] | None = None
+                   ) -> tuple[PartitionDoc, PartitionState]:
         """A loaded partition's document and records (the caller holds its lock), made
         hot: reloaded and decoded if need be. Only the ``cache_decoded`` most recently used
         partitions stay hot; the others release their document and decoded records.
@@ -437,9 +468,9 @@ class SqliteStore:
         in flight needs neither, and no one can reload the partition before it ends).
         ``keep=False`` (an import into a partition that is not hot): the partition does
         not join the hot ones, so sync traffic evicts no writer's partition, and the
-        caller releases it once done."""
+        caller releases it once done. ``blobs``: the partition's stored blobs, read already."""
         if loaded.doc is None:
-            loaded.doc = await self._load_doc(partition)
+            loaded.doc = await self._load_doc(partition, blobs)
         doc = loaded.doc
         if loaded.state is None:  # no (complete) stored index: decode all, store the index
             loaded.state = PartitionState.from_records(partition, doc.records(), loader=loaded.records_named)
@@ -473,10 +504,10 @@ class SqliteStore:
     def _store_index(self, partition: str, entries: Sequence[tuple[str, str, GroupKey]]) -> None:
         """Write a partition's record index in the background (a cache of its document:
         if the write fails, the next load decodes the partition whole again)."""
-        rows = _index_rows(partition, entries)
+        rows = index_rows(partition, entries)
 
         def job(conn: sqlite3.Connection) -> None:
-            insert_rows(conn, _INDEX_SQL, rows)
+            insert_rows(conn, INDEX_HEAD, rows)
 
         def done(future: "asyncio.Future[None]") -> None:
             self._background.discard(future)
@@ -635,24 +666,140 @@ class SqliteStore:
             raise ValueError("a partition is named twice in one batch of chunks")
         for partition in sorted(partitions):  # (in one order: two batches never deadlock)
             await self._locks[partition].acquire()
-        held = list(partitions)
-        outcomes: list[StagedImport | InvalidRecordError] = []
+        held = set(partitions)  # the locks not handed on yet (released at the end)
+        outcomes: dict[int, StagedImport | InvalidRecordError] = {}
+        in_workers: dict[int, asyncio.Future[FirstImport]] = {}
         try:
-            # What the chunks' partitions hold, read in one go for those not loaded (one
-            # reader round trip for an incremental sync's dozens of partitions, not one each).
-            missing = [p for p in partitions if p not in self._cache]
-            stored = await self._read(lambda c: _read_stored(c, missing)) if missing else {}
-            for partition, data in chunks:
-                held.remove(partition)  # from here on ``_stage`` owns (and releases) the lock
-                try:
-                    outcomes.append(await self._stage(partition, data, source, stored.pop(partition, None)))
-                except InvalidRecordError as exc:  # the peer's fault: the later chunks are not looked at
-                    outcomes.append(exc)
+            # What the chunks' partitions hold, read in one go: the blobs of those whose
+            # document is not in memory, and the index of those not loaded at all (one reader
+            # round trip for an incremental sync's dozens of partitions, not one each).
+            unloaded = [p for p in partitions if p not in self._cache]
+            released = [p for p in partitions if p in self._cache and self._cache[p].doc is None]
+            stored = (await self._read(lambda c: _read_stored(c, unloaded, released))
+                      if unloaded or released else {})
+            # First imports (partitions that hold nothing yet) of a large school go partly to
+            # import workers, which take them while this loop takes the others.
+            first = {i for i, p in enumerate(partitions) if p in unloaded and not any(stored[p][0][1])
+                     and not stored[p][1]}
+            for i in self._for_workers([(i, len(chunks[i][1])) for i in sorted(first)]):
+                partition, data = chunks[i]
+                in_workers[i] = asyncio.ensure_future(self._pool.run(partition, data, self.dataset_id))
+            for i, (partition, data) in enumerate(chunks):
+                if i in in_workers:
+                    continue
+                outcomes[i] = await self._stage_one(partition, data, source, stored.pop(partition, None),
+                                                    first=i in first, held=held)
+                if isinstance(outcomes[i], InvalidRecordError):
                     break
+            for i, future in in_workers.items():
+                partition, data = chunks[i]
+                if any(isinstance(o, InvalidRecordError) for j, o in outcomes.items() if j < i):
+                    continue  # after a refused chunk: not needed
+                try:
+                    result = await future
+                except WorkerError:  # (logged by the pool) taken here instead
+                    outcomes[i] = await self._stage_one(partition, data, source, None, first=True, held=held)
+                except InvalidRecordError as exc:
+                    outcomes[i] = exc
+                else:
+                    held.discard(partition)
+                    outcomes[i] = self._stage_first(result)
         finally:
+            for future in in_workers.values():
+                future.cancel()  # (a result no longer needed: the worker's answer is dropped)
             for partition in held:
                 self._locks[partition].release()
-        return outcomes
+        # In order, up to the first refused chunk (any staged after it commit all the same:
+        # they were valid).
+        ordered: list[StagedImport | InvalidRecordError] = []
+        for i in range(len(chunks)):
+            if i not in outcomes:
+                break
+            ordered.append(outcomes[i])
+            if isinstance(outcomes[i], InvalidRecordError):
+                break
+        return ordered
+
+    async def _stage_one(self, partition: str, data: bytes, source: str, stored: _Stored | None, *, first: bool,
+                         held: set[str]) -> StagedImport | InvalidRecordError:
+        """One chunk in this process: a first import whole (``first_import``), any other
+        on its loaded partition. Hands the partition's lock on (out of ``held``)."""
+        held.discard(partition)
+        try:
+            if first:
+                try:
+                    # In a thread: the event loop stays free to feed the import workers (and
+                    # to answer the apps) during a large sync's tens of seconds of this.
+                    result = await self._loop.run_in_executor(
+                        self._folder, fold_first_import, partition, data, self.dataset_id, self.identity.peer_id)
+                except BaseException:
+                    self._locks[partition].release()
+                    raise
+                return self._stage_first(result)
+            return await self._stage(partition, data, source, stored)
+        except InvalidRecordError as exc:  # the peer's fault
+            return exc
+
+    def _for_workers(self, first: Sequence[tuple[int, int]]) -> list[int]:
+        """Which of a batch's first imports (index, bytes) go to import workers: none
+        until the first imports of the last minute pass ``import_workers_above`` bytes (a
+        small school syncs faster without the workers' start and their memory); then
+        every other one, as long as the workers have room, so this loop takes the rest."""
+        now = time.monotonic()
+        if now - self._first_import_at > 60:
+            self._first_import_volume = 0
+        self._first_import_at = now
+        self._first_import_volume += sum(size for _, size in first)
+        if self._first_import_volume < self._workers_above:
+            return []
+        picked: list[int] = []
+        for n, (i, _) in enumerate(first):
+            if n % 2 == 0 and len(picked) < self._pool.capacity():
+                picked.append(i)
+        return picked
+
+    def _stage_first(self, result: FirstImport) -> StagedImport:
+        """Stage a first import folded in full (the caller holds the partition's lock; it
+        is released once the import commits)."""
+        partition = result.partition
+        if not result.records:  # nothing new: nothing to store
+            self._locks[partition].release()
+            done: asyncio.Future[None] = self._loop.create_future()
+            done.set_result(None)
+            return StagedImport(ImportResult(partition, changed=False, pending=False, touched_groups=0, records=0), done)
+        self._feed_seq += 1
+        feed_seq = self._feed_seq
+        committed = self._writer.enqueue_commit(PartitionCommit(
+            partition, 1, b"", result.changes, feed_seq, result.version, result.snapshot,
+            [(partition, rid, kind, grp) for rid, kind, grp in result.index]))
+
+        async def settle() -> None:
+            try:
+                try:
+                    await committed
+                except BaseException as exc:
+                    log.error("commit of a first import into %s failed: %s", partition, exc)
+                    raise StoreUnavailableError(f"the import could not be stored ({exc}); nothing was kept") from exc
+                finally:
+                    self._committed_feed_seq = max(self._committed_feed_seq, feed_seq)
+                self._rows_changed(partition)
+                # Loaded with its index only, as an import leaves a partition it did not
+                # find loaded: the next sync's import into it needs no index read.
+                loaded = _Loaded(None, next_seq=2, tail=0, state=None)
+                loaded.state = PartitionState.from_index(
+                    partition, ((rid, kind, _group_key(grp)) for rid, kind, grp in result.index), loaded.records_named)
+                self._cache[partition] = loaded
+                self._shrink_cache()
+                self._notify(partition, feed_seq)
+            finally:
+                self._locks[partition].release()
+
+        settled = asyncio.ensure_future(settle())
+        self._background.add(settled)
+        settled.add_done_callback(self._background.discard)
+        settled.add_done_callback(_retrieve)
+        return StagedImport(ImportResult(partition, changed=result.records > 0, pending=False,
+                                         touched_groups=result.groups, records=result.records), settled)
 
     async def _stage(self, partition: str, data: bytes, source: str, stored: _Stored | None) -> StagedImport:
         """stage_imports' work on one chunk; the caller acquired the partition's lock, which
@@ -670,7 +817,7 @@ class SqliteStore:
             # school would otherwise hold the last ``cache_decoded`` learners' documents
             # and records in memory (tens of MB), and evict the partitions being written.
             hot = partition in self._decoded
-            doc, state = await self._hot(partition, loaded, keep=hot)
+            doc, state = await self._hot(partition, loaded, keep=hot, blobs=stored[0][1] if stored else None)
             try:
                 result, commit = await self._import_into(partition, loaded, doc, state, data, source)
             finally:
@@ -852,6 +999,8 @@ class SqliteStore:
             return
         self._closed = True
         await asyncio.gather(*self._background, return_exceptions=True)
+        await self._pool.close()
+        self._folder.shutdown(wait=True)
         await self._loop.run_in_executor(None, self._writer.close)
         self._readers.shutdown(wait=True)
         self._lock.close()
@@ -918,21 +1067,15 @@ def _retrieve(future: "asyncio.Future[Any]") -> None:
         future.exception()
 
 
-_INDEX_SQL = "INSERT OR IGNORE INTO record_index (partition, record_id, kind, grp) VALUES"
-
-
-def _index_rows(partition: str, entries: Sequence[tuple[str, str, GroupKey]]) -> list[tuple[str, str, str, str]]:
-    """record_index rows of (record id, kind, group) entries."""
-    return [(partition, rid, kind, derived.group_text(group)) for rid, kind, group in entries]
-
-
 # What a partition holds on disk: (snapshot seq, [snapshot, updates...], last seq) and its
 # record index rows (record id, kind, group text).
 _Stored = tuple[tuple[int, list[bytes], int], list[tuple[str, str, str]]]
 
 
-def _read_stored(conn: sqlite3.Connection, partitions: Sequence[str]) -> dict[str, _Stored]:
-    """The stored blobs and record index of ``partitions``, in one read transaction."""
+def _read_stored(conn: sqlite3.Connection, partitions: Sequence[str], blobs_only: Sequence[str] = ()
+                 ) -> dict[str, _Stored]:
+    """The stored blobs and record index of ``partitions``, and the blobs alone of
+    ``blobs_only`` (an empty index), in one read transaction."""
     conn.execute("BEGIN")
     try:
         index: dict[str, list[tuple[str, str, str]]] = {p: [] for p in partitions}
@@ -943,7 +1086,7 @@ def _read_stored(conn: sqlite3.Connection, partitions: Sequence[str]) -> dict[st
                 f"({','.join('?' * len(chunk))})", chunk
             ):
                 index[partition].append((record_id, kind, grp))
-        return {p: (read_blobs(conn, p), index[p]) for p in partitions}
+        return {p: (read_blobs(conn, p), index.get(p, [])) for p in (*partitions, *blobs_only)}
     finally:
         conn.execute("COMMIT")
 
@@ -951,33 +1094,6 @@ def _read_stored(conn: sqlite3.Connection, partitions: Sequence[str]) -> dict[st
 def _group_key(text: str) -> GroupKey:
     kind, _, key = text.partition(":")
     return (kind, key)
-
-
-def _write_job(
-    partition: str,
-    seq: int,
-    update: bytes,
-    changes: Sequence[derived.GroupChange],
-    feed_seq: int,
-    version: bytes,
-    snapshot: bytes | None,
-    index: Sequence[tuple[str, str, str, str]] = (),
-) -> Job:
-    def job(conn: sqlite3.Connection) -> None:
-        if snapshot is None:  # (a snapshot taken with it holds it: the row would go at once)
-            conn.execute("INSERT INTO doc_updates (partition, seq, bytes, vv) VALUES (?, ?, ?, ?)",
-                         (partition, seq, update, version))
-        insert_rows(conn, _INDEX_SQL, index)
-        derived.apply_changes(conn, partition, changes)
-        conn.execute(
-            "INSERT INTO partition_seq (partition, seq, vv) VALUES (?, ?, ?) "
-            "ON CONFLICT(partition) DO UPDATE SET seq = excluded.seq, vv = excluded.vv",
-            (partition, feed_seq, version),
-        )
-        if snapshot is not None:
-            _store_snapshot(conn, partition, snapshot, seq, version)
-
-    return job
 
 
 def _rebuild_job(partition: str, groups: Mapping[GroupKey, Sequence[DerivedRow]]) -> Job:
@@ -994,22 +1110,10 @@ def _rebuild_diff_job(refold: PartitionRefold) -> Callable[[sqlite3.Connection],
             return False
         derived.write_partition_diff(conn, refold.partition, refold.writes, refold.deletes)
         if refold.snapshot is not None:
-            _store_snapshot(conn, refold.partition, refold.snapshot, refold.last_update, refold.version)
+            store_snapshot(conn, refold.partition, refold.snapshot, refold.last_update, refold.version)
         return True
 
     return job
-
-
-def _store_snapshot(conn: sqlite3.Connection, partition: str, snapshot: bytes, seq: int, version: bytes) -> None:
-    """Replace a partition's snapshot and its update rows up to ``seq`` by ``snapshot``
-    (whose version vector is ``version``)."""
-    conn.execute(
-        "INSERT INTO documents (partition, snapshot, snapshot_seq, vv) VALUES (?, ?, ?, ?) "
-        "ON CONFLICT(partition) DO UPDATE SET snapshot = excluded.snapshot, snapshot_seq = excluded.snapshot_seq, "
-        "vv = excluded.vv",
-        (partition, snapshot, seq, version),
-    )
-    conn.execute("DELETE FROM doc_updates WHERE partition = ? AND seq <= ?", (partition, seq))
 
 
 async def open_store(state_dir: Path, **options: Any) -> SqliteStore:

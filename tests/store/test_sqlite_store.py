@@ -695,3 +695,98 @@ async def test_status_digests_are_kept_until_the_rows_change(tmp_path: Path, mon
     finally:
         await store.close()
         await source.close()
+
+
+# --- first imports in import worker processes (store.import_pool) ------------------------------------
+async def _first_sync(source: SqliteStore, target: SqliteStore) -> list[Any]:
+    """Every partition of ``source`` into ``target`` as one batch of first imports."""
+    from syncd.store.documents import EMPTY_VERSION
+
+    chunks = [(p, await source.export_missing(p, EMPTY_VERSION)) for p in await source.partitions()]
+    staged = await target.stage_imports(chunks, source="test")
+    return [await s.committed() if not isinstance(s, Exception) else s for s in staged]
+
+
+async def test_first_imports_in_worker_processes_store_what_the_daemon_stores(tmp_path: Path) -> None:
+    """A large first sync hands every other first import to an import worker: the target
+    stores the same rows and raw records as a target that took them all itself, and the
+    workers end once idle."""
+    source = await open_sqlite(tmp_path / "source")
+    alone = await open_sqlite(tmp_path / "alone", import_workers=0)
+    helped = await open_sqlite(tmp_path / "helped", import_workers=1, import_workers_above=0)
+    try:
+        users = await _learners(source, 6)
+        for target in (alone, helped):
+            results = await _first_sync(source, target)
+            assert all(r.changed for r in results) and len(results) == 6
+        assert helped._pool._running, "the worker did not run"
+        assert not alone._pool._running
+        assert await _tables(helped) == await _tables(alone) == await _tables(source)
+        for user in users:
+            partition = user_partition(user)
+            assert (await helped.raw_records(partition)).index() == (await alone.raw_records(partition)).index()
+        # what a worker imported takes writes like any other partition: its rows stay those
+        # a rebuild folds
+        await _mixed_workload(helped, users[0], 700)
+        written = await _tables(helped)
+        await helped.drop_derived_rows()
+        await helped.rebuild()
+        assert await _tables(helped) == written
+    finally:
+        for store in (source, alone, helped):
+            await store.close()
+
+
+async def test_a_worker_refuses_what_the_daemon_refuses(tmp_path: Path) -> None:
+    """A hostile first import handed to a worker is refused with the daemon's reason, and
+    leaves nothing; the chunks before it in the batch are stored."""
+    from syncd.errors import InvalidRecordError
+    from syncd.store.documents import EMPTY_VERSION, PartitionDoc
+
+    source = await open_sqlite(tmp_path / "source")
+    target = await open_sqlite(tmp_path / "target", import_workers=1, import_workers_above=0)
+    try:
+        users = await _learners(source, 3)
+        honest = [(user_partition(u), await source.export_missing(user_partition(u), EMPTY_VERSION)) for u in users]
+        doc = PartitionDoc.load([honest[0][1]], 66)
+        doc._doc.get_text("junk").insert(0, "not a record")  # a write outside the layout
+        doc._doc.commit()
+        hostile = (user_partition(uuid.uuid4().hex), doc.export_since(EMPTY_VERSION))
+        staged = await target.stage_imports([honest[1], hostile, honest[2]], source="test")
+        assert isinstance(staged[-1], InvalidRecordError) and "outside the partition's record layout" in str(staged[-1])
+        assert len(staged) == 2 and not isinstance(staged[0], Exception)
+        await staged[0].committed()
+        assert hostile[0] not in await target.partitions()
+        assert honest[1][0] in await target.partitions()
+    finally:
+        await source.close()
+        await target.close()
+
+
+@pytest.mark.parametrize("script", ["echo boom >&2; exit 3", "printf '\\301'", "cat >/dev/null; kill -9 $$",
+                                    "head -c 10 >/dev/null; sleep 0.1; exit 0"])
+async def test_a_failing_import_worker_leaves_its_chunks_to_the_daemon(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture, script: str
+) -> None:
+    """An import worker that cannot run, crashes, ends early or sends garbage is logged,
+    and the daemon takes its chunks itself: every partition arrives."""
+    from syncd.store import import_pool
+
+    worker = tmp_path / "worker.sh"
+    worker.write_text(f"#!/bin/sh\n{script}\n")
+    worker.chmod(0o755)
+    monkeypatch.setattr(import_pool, "WORKER_COMMAND", (str(worker),))
+    source = await open_sqlite(tmp_path / "source")
+    target = await open_sqlite(tmp_path / "target", import_workers=1, import_workers_above=0)
+    target._pool._timeout = 2.0  # (the one that reads and never answers)
+    try:
+        await _learners(source, 4)
+        results = await _first_sync(source, target)
+        assert all(r.changed for r in results) and len(results) == 4
+        assert await _tables(target) == await _tables(source)
+        assert "import worker" in caplog.text
+        if "boom" in script:
+            assert "boom" in caplog.text
+    finally:
+        await source.close()
+        await target.close()
