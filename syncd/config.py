@@ -279,7 +279,7 @@ class StoreSettings:
     group_commit: bool = field(default=True, metadata=_check(_bool))
     rebuild_workers: int = field(default=2, metadata=_check(_int(0, 64)))
     import_workers: int = field(default=1, metadata=_check(_int(0, 64)))
-    import_workers_above: int = field(default=32 * 2**20, metadata=_check(_int(0)))
+    import_workers_above: int = field(default=24 * 2**20, metadata=_check(_int(0)))
 
 
 @dataclass(frozen=True)

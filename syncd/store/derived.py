@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from typing import Iterable, Mapping, Sequence
 
 from syncd.logs.records import DERIVED_MODELS, DerivedModel, DerivedRow, GroupKey, matches_canonical
-from syncd.store.bulk import insert_rows
+from syncd.store.bulk import chunks, insert_rows
 
 # Which tables a group of each kind can have rows in (so a refold deletes only there).
 GROUP_MODELS: Mapping[str, tuple[DerivedModel, ...]] = {
@@ -159,8 +159,7 @@ def apply_changes(conn: sqlite3.Connection, changes: Iterable[tuple[str, Sequenc
                     inserts.append((partition, values))  # not there after all (rows dropped behind our back)
             inserts.extend((partition, values) for values in change.upserts)
     for model, places in replaced.items():
-        for start in range(0, len(places), 400):
-            chunk = places[start:start + 400]
+        for chunk in chunks(places, 256):
             # (a join, so that each (partition, grp) is looked up in the index)
             conn.execute(f"DELETE FROM {model} WHERE rowid IN (SELECT t.rowid FROM (VALUES "
                          f"{','.join(['(?,?)'] * len(chunk))}) AS v JOIN {model} AS t "

@@ -93,7 +93,7 @@ class _Worker:
 class ImportPool:
     """Up to ``workers`` import workers, each given at most ``depth`` chunks at a time."""
 
-    def __init__(self, workers: int, *, idle: float = 10.0, depth: int = 2, timeout: float = 120.0) -> None:
+    def __init__(self, workers: int, *, idle: float = 10.0, depth: int = 3, timeout: float = 120.0) -> None:
         self.workers = workers
         self._idle, self._depth = idle, depth
         self._timeout = timeout  # for one answer (a worker takes a large learner in a second)

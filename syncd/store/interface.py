@@ -5,6 +5,7 @@ sync shell may ask of storage. ``SqliteStore`` implements it; any later backend 
 
 from __future__ import annotations
 
+import asyncio
 from dataclasses import dataclass, field
 from typing import Any, Awaitable, Callable, Literal, Mapping, Protocol, Sequence
 
@@ -82,7 +83,7 @@ class StagedImport:
     StoreUnavailableError (then nothing of it was kept)."""
 
     result: ImportResult
-    done: Awaitable[None]
+    done: "asyncio.Future[None]"
 
     async def committed(self) -> ImportResult:
         await self.done

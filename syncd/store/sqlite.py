@@ -53,7 +53,7 @@ from syncd.logs.partitions import matches
 from syncd.logs.state import PartitionState, group_of
 from syncd.logs.writes import WriteResult
 from syncd.store import derived, doc_tables
-from syncd.store.bulk import insert_rows
+from syncd.store.bulk import chunks, insert_rows
 from syncd.store.commits import INDEX_HEAD, PartitionCommit, index_rows, store_snapshot, write_commits
 from syncd.store.first_import import FirstImport, fold_first_import
 from syncd.store.import_pool import ImportPool, WorkerError
@@ -246,7 +246,7 @@ class SqliteStore:
         group_commit: bool = True,
         rebuild_workers: int = 2,
         import_workers: int = 1,
-        import_workers_above: int = 32 * 2**20,
+        import_workers_above: int = 24 * 2**20,
     ) -> "SqliteStore":
         self = object.__new__(cls)
         state_dir = Path(state_dir)
@@ -615,8 +615,7 @@ class SqliteStore:
 
         def fetch(conn: sqlite3.Connection) -> dict[str, bytes]:
             found: dict[str, bytes] = {}
-            for start in range(0, len(wanted), 500):
-                chunk = wanted[start : start + 500]
+            for chunk in chunks(wanted, 512):
                 marks = ",".join("?" * len(chunk))
                 for p, vv in conn.execute(f"SELECT partition, vv FROM partition_seq WHERE partition IN ({marks})", chunk):
                     found[p] = bytes(vv)
@@ -743,8 +742,8 @@ class SqliteStore:
     def _for_workers(self, first: Sequence[tuple[int, int]]) -> list[int]:
         """Which of a batch's first imports (index, bytes) go to import workers: none
         until the first imports of the last minute pass ``import_workers_above`` bytes (a
-        small school syncs faster without the workers' start and their memory); then
-        every other one, as long as the workers have room, so this loop takes the rest."""
+        small school syncs faster without the workers' start and their memory); then as
+        many as the workers have room for, and this loop takes the rest."""
         now = time.monotonic()
         if now - self._first_import_at > 60:
             self._first_import_volume = 0
@@ -754,7 +753,7 @@ class SqliteStore:
             return []
         picked: list[int] = []
         for n, (i, _) in enumerate(first):
-            if n % 2 == 0 and len(picked) < self._pool.capacity():
+            if len(picked) < self._pool.capacity():
                 picked.append(i)
         return picked
 
@@ -1079,8 +1078,7 @@ def _read_stored(conn: sqlite3.Connection, partitions: Sequence[str], blobs_only
     conn.execute("BEGIN")
     try:
         index: dict[str, list[tuple[str, str, str]]] = {p: [] for p in partitions}
-        for start in range(0, len(partitions), 500):
-            chunk = partitions[start:start + 500]
+        for chunk in chunks(partitions, 512):
             for partition, record_id, kind, grp in conn.execute(
                 f"SELECT partition, record_id, kind, grp FROM record_index WHERE partition IN "
                 f"({','.join('?' * len(chunk))})", chunk

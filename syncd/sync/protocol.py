@@ -54,6 +54,15 @@ session. A request (``LoadPeer``, ``NeedChanges``, ``NeedVersions``, ``Export``,
 ``imports_done``), which returns the next batch. ``abort`` ends a
 session for a local reason (store failure, lost connection, timeout).
 
+Imports and acknowledgements: a server acknowledges the deltas of a request in its
+answer, so its shell makes the imports durable before it sends that answer. A client's
+acknowledgements only inform the server, so its shell may send its next request while the
+imports of the last answer still commit (the next frame is fetched and checked meanwhile):
+it reports each committed partition with ``committed``, which the next request
+acknowledges, and makes every import durable before ``SaveCursor``. ``upcoming_exports``
+names what the next frames will export, so a server's shell may prepare them while the
+client takes the current one.
+
 Every state change goes through ``_CLIENT_TABLE`` / ``_SERVER_TABLE``: which handler runs
 for a (state, frame kind), and the next states it may move to. A peer that breaks the contract gets an
 ``error`` and the session fails: nothing it sent after the failure is used.
@@ -63,6 +72,7 @@ from __future__ import annotations
 
 import hashlib
 from collections import deque
+from itertools import islice
 from dataclasses import KW_ONLY, dataclass
 from enum import Enum
 from typing import Any, Callable, Generator, Iterable, Literal, Mapping, Sequence, Union
@@ -444,6 +454,12 @@ class _Session:
                 raise LocalProtocolError("imports_done must answer every chunk in order, up to a refused one")
         return self._answer(Import, tuple(outcomes))
 
+    def upcoming_exports(self, limit: int) -> list[Export]:
+        """The exports the next frames will ask for, in order, at most ``limit`` (the shell
+        may prepare them while the peer takes this frame: no state changes)."""
+        lists = min(self.peer_version, PROTOCOL_VERSION) >= UPDATE_LISTS_SINCE
+        return [Export(partition, vv, lists) for partition, vv in islice(self._outq, limit)]
+
     def abort(self, reason: str, now: float, *, tell_peer: bool = False) -> list[Output]:
         """End the session for a local reason; ``tell_peer`` adds an ``error`` to send."""
         self._now, self._gen, self._pending = now, None, None
@@ -588,6 +604,12 @@ class ClientSession(_Session):
         self._awaiting_acks: set[str] = set()
         self._acked: set[str] = set()
 
+    def committed(self, partitions: Sequence[str]) -> None:
+        """The shell's word that these imported partitions are durable: the next request
+        acknowledges them. (A client may ask for more before its imports commit; it saves
+        no cursor before they all have.)"""
+        self._acks_due.extend(partitions)
+
     def start(self, now: float) -> list[Output]:
         """The first request: ``[hello_c]``."""
         if self.state is not State.IDLE:
@@ -669,7 +691,7 @@ class ClientSession(_Session):
     def _on_deltas(self, frame: Sequence[Message]) -> Step:
         if not frame or not all(isinstance(m, Delta) for m in frame):
             raise _Fail("protocol", "while pulling, a response is one or more deltas")
-        self._acks_due.extend((yield from self._import([d for d in frame if isinstance(d, Delta)])))
+        yield from self._import([d for d in frame if isinstance(d, Delta)])  # (acked once committed)
         if not self._inbox.complete:
             self._goto(State.PULLING)
             return [Send(self._ack())]

@@ -29,7 +29,7 @@ import ssl
 import time
 from collections import deque
 from dataclasses import dataclass, field
-from typing import Any, Awaitable, Callable, Iterable, Literal, Protocol, runtime_checkable
+from typing import Any, Awaitable, Callable, Iterable, Literal, Protocol, Sequence, runtime_checkable
 
 import aiohttp
 from aiohttp import web
@@ -135,8 +135,103 @@ def _report(role: Literal["client", "server"], address: str, summary: SessionSum
 OnRevocations = Callable[[str, tuple[bytes, ...]], Awaitable[None]]
 
 
+class StagedImports:
+    """The imports a session staged whose commits have not been seen to land (see the
+    protocol's "Imports and acknowledgements"). A server waits for all of them before each
+    answer; a client keeps them across its requests, reports each one that committed to
+    its session (the next request acknowledges it), waits for the oldest only while more
+    than ``MAX_UNCOMMITTED`` are pending (each holds its partition's rows until then), and
+    for all of them before it saves a cursor or ends."""
+
+    def __init__(self) -> None:
+        self._items: list[StagedImport] = []
+
+    def add(self, stage: StagedImport) -> None:
+        self._items.append(stage)
+
+    async def report(self, session: ClientSession, *, bound: int) -> None:
+        """Tell ``session`` of every import that committed, waiting first for the oldest
+        ones while more than ``bound`` are pending."""
+        while len(self._items) > bound:
+            await self._items[0].committed()
+            self._report_done(session)
+        self._report_done(session)
+
+    def _report_done(self, session: ClientSession) -> None:
+        done = [s for s in self._items if s.done.done()]
+        if not done:
+            return
+        self._items = [s for s in self._items if not s.done.done()]
+        for stage in done:
+            stage.done.result()  # a failed commit raises here
+        session.committed([s.result.partition for s in done])
+
+    async def settle(self, session: ClientSession | ServerSession) -> None:
+        """Wait for every pending import (and tell a client's session); the first failure
+        is raised once all have settled."""
+        waiting, self._items = self._items, []
+        results = await asyncio.gather(*(s.committed() for s in waiting), return_exceptions=True)
+        for result in results:
+            if isinstance(result, BaseException):
+                raise result
+        if isinstance(session, ClientSession) and waiting:
+            session.committed([s.result.partition for s in waiting])
+
+
+class PreparedExports:
+    """Exports a server prepares while its client takes the current frame (the ones
+    ``upcoming_exports`` names, up to a frame's worth of bytes), used when the session asks."""
+
+    def __init__(self) -> None:
+        self._ready: dict[tuple[str, bytes, bool], asyncio.Future[bytes]] = {}
+        self._task: asyncio.Task[None] | None = None
+
+    def prepare(self, store: SyncStore, exports: Sequence[Export], budget: int) -> None:
+        if self._task is not None and not self._task.done():
+            return  # (still preparing the last ones)
+        wanted = [e for e in exports if (e.partition, e.their_vv, e.update_lists) not in self._ready]
+        if wanted:
+            self._task = asyncio.ensure_future(self._run(store, wanted, budget))
+
+    async def _run(self, store: SyncStore, exports: Sequence[Export], budget: int) -> None:
+        size = 0
+        for export in exports:
+            future = asyncio.ensure_future(
+                store.export_missing(export.partition, export.their_vv, update_lists=export.update_lists))
+            self._ready[(export.partition, export.their_vv, export.update_lists)] = future
+            try:
+                size += len(await future)
+            except Exception:
+                return  # (raised again where the session asks for it)
+            if size >= budget:
+                return
+
+    async def take(self, store: SyncStore, export: Export) -> bytes:
+        """The data of ``export``: prepared, or exported now."""
+        future = self._ready.pop((export.partition, export.their_vv, export.update_lists), None)
+        if future is not None:
+            return await future
+        return await store.export_missing(export.partition, export.their_vv, update_lists=export.update_lists)
+
+    def close(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+        for future in self._ready.values():
+            future.cancel()
+        self._ready.clear()
+
+
+# How many of a client's imports may be pending (staged, their commit not seen) while it
+# asks for more: enough that the writer commits one frame's partitions while the next
+# frame is fetched and checked.
+MAX_UNCOMMITTED = 4
+# How many of the next exports a server prepares at most (and a frame's worth of bytes).
+PREPARED_EXPORTS = 64
+
+
 async def execute(session: ClientSession | ServerSession, outputs: list[Output], store: SyncStore,
-                  peers: PeerStateStore | None, on_revocations: OnRevocations | None = None,
+                  peers: PeerStateStore | None, on_revocations: OnRevocations | None = None, *,
+                  staged: StagedImports | None = None, exports: PreparedExports | None = None,
                   ) -> tuple[tuple[Message, ...] | None, list[Finished | Failed]]:
     """Run ``outputs`` in order, feeding request results back, until the session has a
     frame to send (returned) or has ended. Store errors other than a refused chunk
@@ -144,16 +239,22 @@ async def execute(session: ClientSession | ServerSession, outputs: list[Output],
 
     A frame's chunks are staged together (``stage_imports``): the store checks one while
     the chunks before it commit (commits queued together share one transaction), and the
-    session hears of them all at once. Every staged commit is awaited before anything
-    leaves this function or is saved: a frame (its acks), a cursor, the end."""
+    session hears of them all at once. Their commits are awaited as ``StagedImports``
+    says; a client passes the one it keeps for its session (otherwise every commit is
+    awaited before anything leaves this function). ``exports``: the ones a server
+    prepared."""
     queue: deque[Output] = deque(outputs)
     frame: tuple[Message, ...] | None = None
     ends: list[Finished | Failed] = []
-    staged: list[StagedImport] = []
+    kept = staged is not None and isinstance(session, ClientSession)
+    staged = staged if staged is not None else StagedImports()
     while queue:
         out = queue.popleft()
-        if isinstance(out, (Send, SaveCursor, SavePushSeq, Finished, Failed)):
-            await _committed(staged)
+        if isinstance(out, Send) and kept:
+            assert isinstance(session, ClientSession)
+            await staged.report(session, bound=MAX_UNCOMMITTED)
+        elif isinstance(out, (Send, SaveCursor, SavePushSeq, Finished, Failed)):
+            await staged.settle(session)
         if isinstance(out, Send):
             frame = out.messages
         elif isinstance(out, LoadPeer):
@@ -164,7 +265,7 @@ async def execute(session: ClientSession | ServerSession, outputs: list[Output],
         elif isinstance(out, NeedVersions):
             queue.extend(session.versions_ready(await store.version_vectors(out.partitions)))
         elif isinstance(out, Export):
-            data = await store.export_missing(out.partition, out.their_vv, update_lists=out.update_lists)
+            data = await (exports or PreparedExports()).take(store, out)
             queue.extend(session.export_ready(out.partition, data))
         elif isinstance(out, Import):
             outcomes: list[Imported | Refused] = []
@@ -175,7 +276,7 @@ async def execute(session: ClientSession | ServerSession, outputs: list[Output],
                                 outcome)
                     outcomes.append(Refused(partition, str(outcome) or type(outcome).__name__))
                 else:
-                    staged.append(outcome)
+                    staged.add(outcome)
                     result = outcome.result
                     outcomes.append(Imported(partition, result.changed, result.pending, result.records))
             queue.extend(session.imports_done(outcomes))
@@ -190,20 +291,9 @@ async def execute(session: ClientSession | ServerSession, outputs: list[Output],
                 await on_revocations(out.peer, out.items)
         else:
             ends.append(out)
-    await _committed(staged)
+    if not kept or ends:
+        await staged.settle(session)
     return frame, ends
-
-
-async def _committed(staged: list[StagedImport]) -> None:
-    """Wait for every staged import's commit (and empty the list); the first failure is
-    raised once all have settled."""
-    if not staged:
-        return
-    waiting, staged[:] = list(staged), []
-    results = await asyncio.gather(*(s.committed() for s in waiting), return_exceptions=True)
-    for result in results:
-        if isinstance(result, BaseException):
-            raise result
 
 
 def _ends(outputs: list[Output]) -> list[Finished | Failed]:
@@ -248,6 +338,7 @@ class _Entry:
     lock: asyncio.Lock = field(default_factory=asyncio.Lock)
     bytes_in: int = 0
     bytes_out: int = 0
+    exports: PreparedExports = field(default_factory=lambda: PreparedExports())
 
 
 @dataclass
@@ -297,6 +388,7 @@ class PeerServer:
 
     def _end(self, key: str, entry: _Entry, ends: list[Finished | Failed]) -> None:
         self.sessions.pop(key, None)
+        entry.exports.close()
         for end in ends:
             if isinstance(end, Failed) and end.code == "refused" and end.summary.peer is not None:
                 self._back_off(end.summary.peer)  # (a chunk is only imported after the proofs)
@@ -402,7 +494,8 @@ class PeerServer:
                         log.info("turned peer %s away: %.0f s of its backoff left", (session.peer or "?")[:12], left)
                         outputs = session.abort(f"backed off for {left:.0f} s more after a refused chunk",
                                                 self.clock(), tell_peer=True)
-                frame, ends = await execute(session, outputs, self.store, None, self.on_revocations)
+                frame, ends = await execute(session, outputs, self.store, None, self.on_revocations,
+                                            exports=entry.exports)
         except Exception as exc:   # the store failed (or a bug): end the session, tell the peer
             log.exception("sync session with %s failed locally", (session.peer or "?")[:12])
             outputs = session.abort(f"local failure: {type(exc).__name__}: {exc}", self.clock(), tell_peer=True)
@@ -412,6 +505,8 @@ class PeerServer:
         entry.bytes_out += len(data)
         if ends:
             self._end(key, entry, ends)
+        else:  # what the next answers will send, prepared while the client takes this one
+            entry.exports.prepare(self.store, session.upcoming_exports(PREPARED_EXPORTS), self.config.delta_budget)
         return web.Response(body=data, status=status, headers=headers, content_type=CONTENT_TYPE)
 
     async def close_all(self) -> None:
@@ -571,6 +666,7 @@ class PeerClient:
         session = ClientSession(me, self.entropy(32), is_revoked=self.is_revoked, delta_budget=self.delta_budget)
         url = f"https://{host}:{port}{PATH}"
         counts = [0, 0]          # bytes in, bytes out
+        staged = StagedImports()  # the imports of one answer commit while the next is fetched
         frame, ends = await execute(session, session.start(self.clock()), self.store, self.peer_state, self.on_revocations)
         session_id: str | None = None
         while frame is not None:
@@ -598,11 +694,16 @@ class PeerClient:
                 break
             try:
                 outputs = session.receive(messages, self.clock(), server_cert=cert)
-                frame, ends = await execute(session, outputs, self.store, self.peer_state, self.on_revocations)
+                frame, ends = await execute(session, outputs, self.store, self.peer_state, self.on_revocations,
+                                            staged=staged)
             except Exception as exc:
                 log.exception("sync with %s failed locally", address)
                 outputs = session.abort(f"local failure: {type(exc).__name__}: {exc}", self.clock(), tell_peer=True)
                 frame, ends = await execute(session, outputs, self.store, self.peer_state, self.on_revocations)
+        try:  # (the session ended early: what it staged still commits)
+            await staged.settle(session)
+        except Exception as exc:
+            log.error("imports from %s could not be stored: %s", address, exc)
         summary = ends[-1].summary if ends else None
         report = _report("client", address, summary, summary.reason if summary else "no outcome",
                          counts[0], counts[1], self.clock() - started)

@@ -280,6 +280,8 @@ def execute(replica: InMemoryReplica, session: ClientSession | ServerSession, ou
                     outcomes.append(Refused(partition, exc.detail))
                     break
                 outcomes.append(Imported(partition, r.changed, r.pending, r.records))
+            if isinstance(session, ClientSession):  # (in memory: committed at once)
+                session.committed([o.partition for o in outcomes if isinstance(o, Imported)])
             queue.extend(session.imports_done(outcomes))
         elif isinstance(out, SaveCursor):
             replica.cursors[out.peer] = (out.cursor, replica.cursors.get(out.peer, (None, None))[1])

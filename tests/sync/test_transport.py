@@ -10,7 +10,7 @@ import stat
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import AsyncIterator, Awaitable, Callable
+from typing import Any, AsyncIterator, Awaitable, Callable
 
 import aiohttp
 import pytest
@@ -71,7 +71,7 @@ async def peer_factory(tmp_path: Path) -> AsyncIterator[PeerFactory]:
 
     async def make(replica: InMemoryReplica | None = None, *, config: PeerServerConfig | None = None,
                    revoked: Callable[[str], bool] = lambda _: False,
-                   routes: list[web.RouteDef] | None = None) -> Peer:
+                   routes: list[web.RouteDef] | None = None, middlewares: list[Any] | None = None) -> Peer:
         replica = replica or InMemoryReplica("server")
         state_dir = tmp_path / replica.name
         write_key(state_dir, replica.key)
@@ -92,6 +92,7 @@ async def peer_factory(tmp_path: Path) -> AsyncIterator[PeerFactory]:
             return await handler(request)
 
         app.middlewares.append(count)
+        app.middlewares.extend(middlewares or ())
         runner = web.AppRunner(app)
         await runner.setup()
         runners.append(runner)
@@ -376,3 +377,109 @@ async def test_two_sqlite_stores_converge_over_tls(tmp_path: Path) -> None:
             await runner.cleanup()
         for store in stores:
             await store.close()
+
+
+# --- pipelining: a client's imports commit while it asks for more; a server prepares exports --
+class SlowCommits(InMemoryReplica):
+    """A replica whose imports are staged at once but commit ``delay`` seconds later, as
+    on a slow disk."""
+
+    def __init__(self, name: str, delay: float) -> None:
+        super().__init__(name)
+        self.delay = delay
+        self.uncommitted: list[asyncio.Future[None]] = []
+
+    async def stage_imports(self, chunks, *, source):  # type: ignore[no-untyped-def]
+        from syncd.store.interface import StagedImport
+
+        outcomes = await super().stage_imports(chunks, source=source)
+        slow = []
+        loop = asyncio.get_running_loop()
+        for outcome in outcomes:
+            if isinstance(outcome, StagedImport):
+                done: asyncio.Future[None] = loop.create_future()
+                loop.call_later(self.delay, done.set_result, None)
+                self.uncommitted.append(done)
+                outcome = StagedImport(outcome.result, done)
+            slow.append(outcome)
+        return slow
+
+    def pending(self) -> int:
+        return sum(not done.done() for done in self.uncommitted)
+
+
+class WatchedState(MemoryPeerState):
+    """Peer state that notes, whenever a pull cursor is saved, how many imports had not
+    committed yet."""
+
+    def __init__(self, replica: SlowCommits) -> None:
+        super().__init__()
+        self.replica = replica
+        self.saved_with_pending: list[int] = []
+
+    async def save_pull_cursor(self, device_id: str, cursor: object) -> None:  # type: ignore[override]
+        self.saved_with_pending.append(self.replica.pending())
+        await super().save_pull_cursor(device_id, cursor)  # type: ignore[arg-type]
+
+
+async def test_a_client_asks_for_more_while_its_imports_commit(peer_factory: PeerFactory) -> None:
+    """Imports that take 0.2 s to commit: the client sends its next requests while they
+    are pending (so the server sees requests arrive with imports pending), saves its
+    cursor only once all of them have committed, and converges."""
+    source = InMemoryReplica("server")
+    for _ in range(6):
+        user = new_user()
+        source.update(user, source.start(user), 0.5, 30.0)
+    client_replica = SlowCommits("a", delay=0.2)
+    pending_at_request: list[int] = []
+
+    @web.middleware
+    async def note(request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]
+                   ) -> web.StreamResponse:
+        pending_at_request.append(client_replica.pending())
+        return await handler(request)
+
+    server = await peer_factory(source, config=PeerServerConfig(delta_budget=600), middlewares=[note])
+    state = WatchedState(client_replica)
+    client = PeerClient(client_replica, Ident(client_replica.device_id, client_replica.instance, client_replica.key),
+                        lambda: client_replica.facility, subscription=client_replica.subscription, peer_state=state,
+                        timeout=10.0, delta_budget=600)
+    try:
+        report = await client.sync("127.0.0.1", server.port)
+    finally:
+        await client.close()
+    assert report.outcome == "ok", report.reason
+    assert len(report.partitions_in) == 6 and len(client_replica.uncommitted) == 6
+    assert max(pending_at_request) > 0, "the client waited for its commits before asking for more"
+    assert state.saved_with_pending == [0], "the cursor was saved before every import committed"
+    converge_check([client_replica, source])
+
+
+async def test_a_server_prepares_the_next_exports_while_the_client_takes_a_frame(peer_factory: PeerFactory
+                                                                                  ) -> None:
+    """Exports for the next answers run between requests (after an answer went out), and
+    the client gets exactly what the server holds. Every partition here is larger than a
+    frame, so an answer needs at most one new export: only a prepared one makes two run
+    while the server has seen the same number of requests."""
+    source = InMemoryReplica("server")
+    for _ in range(6):
+        user = new_user()
+        source.update(user, source.start(user), 0.5, 30.0)
+    exported_at: list[int] = []
+    server = await peer_factory(source, config=PeerServerConfig(delta_budget=200))
+    plain_export = source.export_missing
+
+    async def watched(partition: str, their_version: bytes, *, update_lists: bool = False) -> bytes:
+        exported_at.append(len(server.requests))
+        await asyncio.sleep(0)  # wait-ok: yields once, as a store's export does
+        return await plain_export(partition, their_version, update_lists=update_lists)
+
+    source.export_missing = watched  # type: ignore[method-assign]
+    a = InMemoryReplica("a")
+    async with client_for(a, delta_budget=200) as client:
+        report = await client.sync("127.0.0.1", server.port)
+    assert report.outcome == "ok", report.reason
+    assert len(report.partitions_in) == 6 and len(exported_at) == 6
+    assert min(len(source.export(p, b"\x00")) for p in report.partitions_in) > 200
+    converge_check([a, source])
+    assert max(exported_at.count(n) for n in exported_at) >= 2
