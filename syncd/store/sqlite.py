@@ -680,6 +680,9 @@ class SqliteStore:
             # import workers, which take them while this loop takes the others.
             first = {i for i, p in enumerate(partitions) if p in unloaded and not any(stored[p][0][1])
                      and not stored[p][1]}
+            # (a school large enough to need the workers keeps no learner's index after its
+            # first import: ~12 MB for the 64 most recent of a 200-learner school)
+            keep_index = not self._bulk_import(sum(len(chunks[i][1]) for i in first))
             for i in self._for_workers([(i, len(chunks[i][1])) for i in sorted(first)]):
                 partition, data = chunks[i]
                 in_workers[i] = asyncio.ensure_future(self._pool.run(partition, data, self.dataset_id))
@@ -687,7 +690,7 @@ class SqliteStore:
                 if i in in_workers:
                     continue
                 outcomes[i] = await self._stage_one(partition, data, source, stored.pop(partition, None),
-                                                    first=i in first, held=held)
+                                                    first=i in first, held=held, keep_index=keep_index)
                 if isinstance(outcomes[i], InvalidRecordError):
                     break
             for i, future in in_workers.items():
@@ -697,12 +700,13 @@ class SqliteStore:
                 try:
                     result = await future
                 except WorkerError:  # (logged by the pool) taken here instead
-                    outcomes[i] = await self._stage_one(partition, data, source, None, first=True, held=held)
+                    outcomes[i] = await self._stage_one(partition, data, source, None, first=True, held=held,
+                                                        keep_index=keep_index)
                 except InvalidRecordError as exc:
                     outcomes[i] = exc
                 else:
                     held.discard(partition)
-                    outcomes[i] = self._stage_first(result)
+                    outcomes[i] = self._stage_first(result, keep_index=keep_index)
         finally:
             for future in in_workers.values():
                 future.cancel()  # (a result no longer needed: the worker's answer is dropped)
@@ -720,7 +724,7 @@ class SqliteStore:
         return ordered
 
     async def _stage_one(self, partition: str, data: bytes, source: str, stored: _Stored | None, *, first: bool,
-                         held: set[str]) -> StagedImport | InvalidRecordError:
+                         held: set[str], keep_index: bool = True) -> StagedImport | InvalidRecordError:
         """One chunk in this process: a first import whole (``first_import``), any other
         on its loaded partition. Hands the partition's lock on (out of ``held``)."""
         held.discard(partition)
@@ -734,21 +738,26 @@ class SqliteStore:
                 except BaseException:
                     self._locks[partition].release()
                     raise
-                return self._stage_first(result)
+                return self._stage_first(result, keep_index=keep_index)
             return await self._stage(partition, data, source, stored)
         except InvalidRecordError as exc:  # the peer's fault
             return exc
+
+    def _bulk_import(self, size: int) -> bool:
+        """Count ``size`` bytes of first imports; whether the first imports of the last
+        minute passed ``import_workers_above`` (a large school's full sync)."""
+        now = time.monotonic()
+        if now - self._first_import_at > 60:
+            self._first_import_volume = 0
+        self._first_import_at = now
+        self._first_import_volume += size
+        return self._first_import_volume >= self._workers_above
 
     def _for_workers(self, first: Sequence[tuple[int, int]]) -> list[int]:
         """Which of a batch's first imports (index, bytes) go to import workers: none
         until the first imports of the last minute pass ``import_workers_above`` bytes (a
         small school syncs faster without the workers' start and their memory); then as
         many as the workers have room for, and this loop takes the rest."""
-        now = time.monotonic()
-        if now - self._first_import_at > 60:
-            self._first_import_volume = 0
-        self._first_import_at = now
-        self._first_import_volume += sum(size for _, size in first)
         if self._first_import_volume < self._workers_above:
             return []
         picked: list[int] = []
@@ -757,9 +766,10 @@ class SqliteStore:
                 picked.append(i)
         return picked
 
-    def _stage_first(self, result: FirstImport) -> StagedImport:
+    def _stage_first(self, result: FirstImport, *, keep_index: bool = True) -> StagedImport:
         """Stage a first import folded in full (the caller holds the partition's lock; it
-        is released once the import commits)."""
+        is released once the import commits). ``keep_index``: leave the partition loaded
+        with its index (the next sync's import into it needs no index read)."""
         partition = result.partition
         if not result.records:  # nothing new: nothing to store
             self._locks[partition].release()
@@ -782,13 +792,13 @@ class SqliteStore:
                 finally:
                     self._committed_feed_seq = max(self._committed_feed_seq, feed_seq)
                 self._rows_changed(partition)
-                # Loaded with its index only, as an import leaves a partition it did not
-                # find loaded: the next sync's import into it needs no index read.
-                loaded = _Loaded(None, next_seq=2, tail=0, state=None)
-                loaded.state = PartitionState.from_index(
-                    partition, ((rid, kind, _group_key(grp)) for rid, kind, grp in result.index), loaded.records_named)
-                self._cache[partition] = loaded
-                self._shrink_cache()
+                if keep_index:  # loaded with its index only, as an import leaves a partition
+                    loaded = _Loaded(None, next_seq=2, tail=0, state=None)
+                    loaded.state = PartitionState.from_index(
+                        partition, ((rid, kind, _group_key(grp)) for rid, kind, grp in result.index),
+                        loaded.records_named)
+                    self._cache[partition] = loaded
+                    self._shrink_cache()
                 self._notify(partition, feed_seq)
             finally:
                 self._locks[partition].release()
