@@ -48,10 +48,6 @@ MAX_UPDATE_TEXT = 64 * 1024 * 1024
 # linearly with the values added to a single list (100k: 0.15 s; 400k: 1.7 s; 800k: 6 s),
 # while the same count spread over many records stays linear.
 MAX_UPDATE_EVENTS_PER_RECORD = 100_000
-# The largest chunk imported attached (``import_checked``): its operations reach the state
-# before they are checked, and 64 KiB holds at most some 30k values (~0.05 s of state
-# building), while an incremental sync's chunks are a few KB.
-ATTACHED_IMPORT_MAX = 64 * 1024
 # The most operations a first import (into an empty document) may carry to be imported
 # attached and judged on the state it builds (``_fresh_records``): what the state can cost
 # before anything is checked (Loro builds a list of 200k values in ~0.4 s). A school's
@@ -178,9 +174,10 @@ class CheckedImport:
     changed: bool
     touched: frozenset[str]
     update: bytes = b""
-    attached: bool = False  # imported attached: the touched records were never read before
-    # A first import judged on its state: every record, decoded strictly (None otherwise).
+    # The new versions of the touched records, decoded strictly: a first import judged on
+    # its state (every record), or an import judged by its operations (``previous`` given).
     records: list[RawRecord] | None = None
+    detached: bool = False  # the document was left detached (``import_checked``)
 
 
 # A Loro blob starts with a 4-byte magic, a 16-byte checksum and a 2-byte encode mode;
@@ -280,7 +277,7 @@ class _UpdateCheck:
     lists_used: set[str] = field(default_factory=set)       # records whose "e" list was written
     text_bytes: int = 0
     containers: dict[str, tuple[str, str]] = field(default_factory=dict)  # cid -> (what, record)
-    events_added: dict[str, int] = field(default_factory=dict)  # record -> events in this update
+    pushed: dict[str, list[str]] = field(default_factory=dict)  # record -> event texts it gains
 
     def _container(self, container: str) -> tuple[str, str]:
         known = self.containers.get(container)
@@ -341,10 +338,10 @@ class _UpdateCheck:
             values = content.get("value")
             if not isinstance(values, list):
                 raise InvalidRecordError(where, "an operation the layout does not know")
+            pushed = self.pushed.setdefault(record_id, [])
             for value in values:
-                self.string(value, where)
-            added = self.events_added[record_id] = self.events_added.get(record_id, 0) + len(values)
-            if added > MAX_UPDATE_EVENTS_PER_RECORD:
+                pushed.append(self.string(value, where))
+            if len(pushed) > MAX_UPDATE_EVENTS_PER_RECORD:
                 raise InvalidRecordError(where, f"more than {MAX_UPDATE_EVENTS_PER_RECORD} events added in one update")
             self.lists_used.add(record_id)
             return
@@ -534,7 +531,9 @@ class PartitionDoc:
         self.fork().import_checked(data)
 
     def import_checked(self, data: bytes, before_state: Callable[[frozenset[str]], None] | None = None, *,
-                       holds: Callable[[str], bool] | None = None, by_state: bool = True) -> CheckedImport:
+                       holds: Callable[[str], bool] | None = None,
+                       previous: Callable[[str], RawRecord | None] | None = None,
+                       stay_detached: bool = False, by_state: bool = True) -> CheckedImport:
         """Import a peer's sync chunk (one update blob, or a list of them: ``split_chunk``)
         once every operation it carries fits the layout.
 
@@ -566,17 +565,19 @@ class PartitionDoc:
           the op log, and the state changes only once every operation passed.
           ``before_state`` is called with the ids of the records the update touches while
           the state is still the previous one (to read their previous versions).
-        * *attached* (``holds`` given: which record ids the partition held before; used for
-          a chunk of at most ATTACHED_IMPORT_MAX bytes): imported straight into the state,
-          the operations checked after. On a loaded document this costs a third of the
-          detached way, whose re-attaching recomputes the state (~2 ms on a school's
-          partition: most of an incremental sync). The bound keeps what unchecked
-          operations can cost the state small. The state then shows only the new
-          versions, so this way is taken only where the operations alone prove that
-          records just grew: a chunk that creates a record the partition held, or writes
-          "k"/"c" of a record it does not create, raises NeedsDetachedImport (the document
-          holds the chunk: reload it and import detached). ``CheckedImport.attached``
-          tells the caller that ``before_state`` was not called.
+        * *by operations* (``holds`` and ``previous`` given: which record ids the partition
+          held, and a held record's committed version): detached too, but the new version
+          of each touched record is built from what the operations write (a created
+          record's k, c and events; the events pushed to a held one, after ``previous``'s)
+          and decoded strictly (``CheckedImport.records``), so the state never needs to
+          catch up: with ``stay_detached`` the document is left detached
+          (``CheckedImport.detached``: attach it before reading it again, or drop it).
+          Re-attaching a loaded document recomputes its state, ~0.5 ms on a school's
+          partition: most of an incremental sync's import of a partition not in memory.
+          This way is taken only where the operations alone prove that records just
+          grew: a chunk that creates a record the partition held, or writes "k"/"c" of a
+          record it does not create, raises NeedsDetachedImport (the document holds the
+          chunk: reload it and import detached).
         """
         blobs = split_chunk(data)
         for blob in blobs:
@@ -585,11 +586,10 @@ class PartitionDoc:
             fresh = self._import_fresh(blobs)
             if fresh is not None:
                 return fresh
-        attached = holds is not None and len(data) <= ATTACHED_IMPORT_MAX
+        by_operations = holds is not None and previous is not None
         doc = self._doc
         start = doc.oplog_vv
-        if not attached:
-            doc.detach()
+        doc.detach()
         for blob in blobs:  # in the order given (commit order): each may depend on the one before
             try:
                 doc.import_(blob)
@@ -601,8 +601,7 @@ class PartitionDoc:
             raise InvalidRecordError("data", "the update depends on changes this partition does not have")
         end = doc.oplog_vv
         if end.encode() == start.encode():
-            if not attached:
-                doc.attach()
+            doc.attach()
             return CheckedImport(changed=False, touched=frozenset())
         try:
             changes = _orjson_loads(doc.export_json_updates(start, end))["changes"]
@@ -614,20 +613,53 @@ class PartitionDoc:
                 raise InvalidRecordError("data", "commit messages are not allowed")
             for op in change.get("ops") or ():
                 check.op(op.get("container"), op.get("content"))
-        if attached:
+        if by_operations:
             assert holds is not None
             # The only two things the previous state is needed to judge.
             if any(holds(record_id) for record_id in check.created) or any(
                     record_id not in check.created for record_id, _ in check.written):
                 raise NeedsDetachedImport()
-        self._check_references(check)
+        self._check_references(check, holds if by_operations else None)
         touched = frozenset(check.created | check.records_used | check.lists_used)
-        if not attached:
-            if before_state is not None:
-                before_state(touched)
-            doc.attach()
         update: bytes = blobs[0] if len(blobs) == 1 else doc.export(ExportMode.Updates(start))
-        return CheckedImport(changed=True, touched=touched, update=update, attached=attached)
+        if by_operations:
+            assert previous is not None
+            records = [self._grown_record(record_id, check, previous) for record_id in sorted(touched)]
+            if not stay_detached:
+                doc.attach()
+            return CheckedImport(changed=True, touched=touched, update=update, records=records,
+                                 detached=stay_detached)
+        if before_state is not None:
+            before_state(touched)
+        doc.attach()
+        return CheckedImport(changed=True, touched=touched, update=update)
+
+    @staticmethod
+    def _grown_record(record_id: str, check: _UpdateCheck, previous: Callable[[str], RawRecord | None]
+                      ) -> RawRecord:
+        """A touched record's new version from what the operations wrote (judged by
+        ``_check_references`` already): a created one whole, or a held one's committed
+        version plus the events pushed to it."""
+        pushed = check.pushed.get(record_id, [])
+        if record_id in check.created:
+            body: dict[str, Any] = {key: check.written[(record_id, key)] for key in ("k", "c")
+                                    if (record_id, key) in check.written}
+            if record_id in check.lists_created or pushed:
+                body["e"] = pushed
+            return PartitionDoc._strict_record(record_id, body)
+        held = previous(record_id)
+        if held is None:
+            raise InvalidRecordError(f"records.{record_id}", "written but never created")
+        where = f"records.{record_id}.e"
+        return RawRecord(record_id, held.kind, held.fields, [*held.events, *(_strict_json(e, where) for e in pushed)])
+
+    def attach(self) -> None:
+        """Bring a document left detached (``import_checked(stay_detached=True)``) up to date."""
+        self._doc.attach()
+
+    @property
+    def detached(self) -> bool:
+        return bool(self._doc.is_detached())
 
     def _import_fresh(self, blobs: Sequence[bytes]) -> CheckedImport | None:
         """A first import, attached, judged on the state it builds (``_fresh_records``):
@@ -656,7 +688,7 @@ class PartitionDoc:
             return None
         update = blobs[0] if len(blobs) == 1 else doc.export(ExportMode.Updates(VersionVector()))  # type: ignore[no-untyped-call]
         return CheckedImport(changed=bool(records), touched=frozenset(r.id for r in records), update=update,
-                             attached=True, records=records)
+                             records=records)
 
     def _holds_events_list(self, record_id: str) -> bool:
         """Whether slot e of the record's map holds its mergeable events list (not a value)."""
@@ -679,12 +711,14 @@ class PartitionDoc:
                 counter = change.id.counter + change.len
         return False
 
-    def _check_references(self, check: _UpdateCheck) -> None:
+    def _check_references(self, check: _UpdateCheck, holds: Callable[[str], bool] | None = None) -> None:
         """Every record written exists or is created, and so does every "e" list pushed to;
-        k and c, where they already hold a value, are written with that same value."""
+        k and c, where they already hold a value, are written with that same value.
+        ``holds``: which records the partition holds (a record it does not hold need not be
+        looked up in the state)."""
         for record_id in sorted(check.records_used | check.lists_used):
             where = f"records.{record_id}"
-            entry = self._root.get(record_id)
+            entry = None if holds is not None and not holds(record_id) else self._root.get(record_id)
             container: Any = getattr(entry, "container", None) if entry is not None else None
             if container is None and record_id not in check.created:
                 raise InvalidRecordError(where, "written but never created")

@@ -115,6 +115,11 @@ class SyncStore(Protocol):
         a list of them (``documents.pack_updates``)."""
         ...
 
+    async def export_missing_batch(self, requests: Sequence[tuple[str, bytes, bool]]) -> list[bytes]:
+        """``export_missing`` for each (partition, their version, update_lists), in order
+        (a sync frame's worth: what the store holds read in one go)."""
+        ...
+
     async def import_chunk(self, partition: str, data: bytes, *, source: str) -> ImportResult:
         """Import a peer's chunk, check its operations and validate what it touched
         (``logs.validate``) before anyone can read it, then commit it with the refolded

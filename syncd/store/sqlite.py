@@ -53,7 +53,7 @@ from syncd.logs.partitions import matches
 from syncd.logs.state import PartitionState, group_of
 from syncd.logs.writes import WriteResult
 from syncd.store import derived, doc_tables
-from syncd.store.bulk import chunks, insert_rows
+from syncd.store.bulk import chunks as batches, insert_rows
 from syncd.store.commits import INDEX_HEAD, PartitionCommit, index_rows, store_snapshot, write_commits
 from syncd.store.first_import import FirstImport, fold_first_import
 from syncd.store.import_pool import ImportPool, WorkerError
@@ -367,6 +367,8 @@ class SqliteStore:
         # (the caller made the partition hot and has not awaited since: the document is there)
         assert loaded.doc is not None
         compact = compact or loaded.tail + 1 >= self._compact_after
+        if compact and loaded.doc.detached:
+            loaded.doc.attach()  # (a snapshot holds the state: it must be current)
         snapshot = loaded.doc.export_snapshot() if compact else None
         seq = loaded.next_seq
         self._feed_seq += 1
@@ -615,7 +617,7 @@ class SqliteStore:
 
         def fetch(conn: sqlite3.Connection) -> dict[str, bytes]:
             found: dict[str, bytes] = {}
-            for chunk in chunks(wanted, 512):
+            for chunk in batches(wanted, 512):
                 marks = ",".join("?" * len(chunk))
                 for p, vv in conn.execute(f"SELECT partition, vv FROM partition_seq WHERE partition IN ({marks})", chunk):
                     found[p] = bytes(vv)
@@ -625,25 +627,44 @@ class SqliteStore:
         return {p: found.get(p, EMPTY_VERSION) for p in wanted}
 
     async def export_missing(self, partition: str, their_version: bytes, *, update_lists: bool = False) -> bytes:
-        async with self._locks[partition]:
-            loaded = self._cache.get(partition)
-            if loaded is not None and loaded.doc is not None:
-                doc = loaded.doc
-            else:
-                # The update rows the peer lacks, as stored: no document loaded (one with
-                # an update tail takes milliseconds to load, tens in a large school).
-                stored = await self._read(lambda c: updates_after(
-                    c, partition, lambda point: version_covers(their_version, point)))
-                if stored is not None and (update_lists or len(stored) <= 1):
-                    return pack_updates(stored) if stored else b""
-                if loaded is None and not await self._held(partition):
-                    return b""
-                # Exporting needs the document only: no decoding, and no cache churn (a
-                # full sync of a large school would otherwise evict every writer's doc).
-                doc = await self._load_doc(partition)
-            if doc.version() == their_version:
+        (data,) = await self.export_missing_batch([(partition, their_version, update_lists)])
+        return data
+
+    async def export_missing_batch(self, requests: Sequence[tuple[str, bytes, bool]]) -> list[bytes]:
+        partitions = sorted({partition for partition, _, _ in requests})
+        for partition in partitions:  # (in one order: two batches never deadlock)
+            await self._locks[partition].acquire()
+        try:
+            # The update rows each peer lacks, as stored, for every partition whose
+            # document is not in memory, read in one go: no document loaded (one with an
+            # update tail takes milliseconds to load, tens in a large school).
+            unloaded = [(p, vv) for p, vv, _ in requests if (held := self._cache.get(p)) is None or held.doc is None]
+            stored: dict[tuple[str, bytes], list[bytes] | None] = await self._read(lambda c: {
+                (p, vv): updates_after(c, p, lambda point: version_covers(vv, point)) for p, vv in unloaded
+            }) if unloaded else {}
+            return [await self._export(p, vv, lists, stored.get((p, vv))) for p, vv, lists in requests]
+        finally:
+            for partition in partitions:
+                self._locks[partition].release()
+
+    async def _export(self, partition: str, their_version: bytes, update_lists: bool, stored: list[bytes] | None
+                      ) -> bytes:
+        """One export (the caller holds the partition's lock; ``stored``: the update rows
+        after the latest point the peer holds, if read)."""
+        loaded = self._cache.get(partition)
+        if loaded is not None and loaded.doc is not None:
+            doc = loaded.doc
+        else:
+            if stored is not None and (update_lists or len(stored) <= 1):
+                return pack_updates(stored) if stored else b""
+            if loaded is None and not await self._held(partition):
                 return b""
-            return doc.export_since(their_version)
+            # Exporting needs the document only: no decoding, and no cache churn (a full
+            # sync of a large school would otherwise evict every writer's doc).
+            doc = await self._load_doc(partition)
+        if doc.version() == their_version:
+            return b""
+        return doc.export_since(their_version)
 
     async def _held(self, partition: str) -> bool:
         return bool(await self._read(lambda c: c.execute(
@@ -828,7 +849,7 @@ class SqliteStore:
             hot = partition in self._decoded
             doc, state = await self._hot(partition, loaded, keep=hot, blobs=stored[0][1] if stored else None)
             try:
-                result, commit = await self._import_into(partition, loaded, doc, state, data, source)
+                result, commit = await self._import_into(partition, loaded, doc, state, data, source, hot=hot)
             finally:
                 # Released now, not once committed: the commit needs neither the document
                 # nor the records, and no one can reload them before the lock is released.
@@ -857,35 +878,37 @@ class SqliteStore:
         return StagedImport(result, settled)
 
     async def _import_into(self, partition: str, loaded: _Loaded, doc: PartitionDoc, state: PartitionState,
-                           data: bytes, source: str) -> tuple[ImportResult, Coroutine[Any, Any, None] | None]:
+                           data: bytes, source: str, *, hot: bool = True
+                           ) -> tuple[ImportResult, Coroutine[Any, Any, None] | None]:
         """stage_import's work on the loaded partition (the caller holds its lock): the
-        result, and the commit to await (None: nothing new)."""
+        result, and the commit to await (None: nothing new). ``hot``: the partition keeps
+        its document (otherwise it is released once staged)."""
         fresh = len(state) == 0  # a first import: decode everything
         try:
             # Checked by its operations first, cheap to refuse. The document is changed
             # in place: on any refusal from here on it holds ops that are not stored,
             # so it is evicted (the except below) and reloaded from the committed rows.
-            # A small chunk into a partition with records is imported attached (cheap on
-            # a loaded document); otherwise detached, the touched records' groups decoded
-            # while the state is the old one.
+            # Into a partition with records, the touched records' new versions are built
+            # from the operations (the document left detached where it is released
+            # anyway: its state never has to catch up); otherwise the document is
+            # detached, the touched records' groups decoded while the state is the old one.
             try:
                 checked = doc.import_checked(data, before_state=state.prefetch,
-                                             holds=None if fresh else state.holds)
+                                             holds=None if fresh else state.holds,
+                                             previous=None if fresh else state.get, stay_detached=not hot)
             except NeedsDetachedImport:  # rare: only the previous state can judge it
                 loaded.doc = doc = await self._load_doc(partition)
                 checked = doc.import_checked(data, before_state=state.prefetch)
             if not checked.changed:
                 return ImportResult(partition, changed=False, pending=False, touched_groups=0, records=0), None
             # Only what the chunk touched is decoded and checked; the rest is as committed.
-            if checked.records is not None:  # a first import, decoded while it was judged
+            if checked.records is not None:  # built while it was judged
                 after = checked.records
             elif fresh:
                 after = doc.records(strict=True)
             else:
                 after = doc.records_named(sorted(checked.touched), strict=True)
-            # Attached, the touched records were not read before the import, but its
-            # operations only appended events to them: each is validated whole.
-            previous = {} if checked.attached else {r.id: state.get(r.id) for r in after}
+            previous = {r.id: state.get(r.id) for r in after}  # (decoded already where it matters)
             grown = check_growth({i: r for i, r in previous.items() if r is not None}, after)
             created = [(r.id, r.kind, group_of(r)) for r in grown if not state.holds(r.id)]
             touched = state.absorb(grown)  # creation fields (so groups) never change
@@ -1088,7 +1111,7 @@ def _read_stored(conn: sqlite3.Connection, partitions: Sequence[str], blobs_only
     conn.execute("BEGIN")
     try:
         index: dict[str, list[tuple[str, str, str]]] = {p: [] for p in partitions}
-        for chunk in chunks(partitions, 512):
+        for chunk in batches(partitions, 512):
             for partition, record_id, kind, grp in conn.execute(
                 f"SELECT partition, record_id, kind, grp FROM record_index WHERE partition IN "
                 f"({','.join('?' * len(chunk))})", chunk

@@ -194,17 +194,27 @@ class PreparedExports:
             self._task = asyncio.ensure_future(self._run(store, wanted, budget))
 
     async def _run(self, store: SyncStore, exports: Sequence[Export], budget: int) -> None:
-        size = 0
-        for export in exports:
-            future = asyncio.ensure_future(
-                store.export_missing(export.partition, export.their_vv, update_lists=export.update_lists))
-            self._ready[(export.partition, export.their_vv, export.update_lists)] = future
+        """Export ``exports`` in batches (each read in one go), until a frame's worth."""
+        size, batch = 0, 8
+        for start in range(0, len(exports), batch):
+            some = exports[start:start + batch]
+            futures = [asyncio.get_running_loop().create_future() for _ in some]
+            for export, future in zip(some, futures):
+                self._ready[(export.partition, export.their_vv, export.update_lists)] = future
             try:
-                size += len(await future)
-            except Exception:
-                return  # (raised again where the session asks for it)
+                results = await store.export_missing_batch([(e.partition, e.their_vv, e.update_lists) for e in some])
+            except Exception as exc:
+                for future in futures:  # (raised again where the session asks for one)
+                    if not future.done():
+                        future.set_exception(exc)
+                return
+            for future, data in zip(futures, results):
+                if not future.done():
+                    future.set_result(data)
+            size += sum(map(len, results))
             if size >= budget:
                 return
+            batch = min(2 * batch, 64)
 
     async def take(self, store: SyncStore, export: Export) -> bytes:
         """The data of ``export``: prepared, or exported now."""
@@ -217,6 +227,8 @@ class PreparedExports:
         if self._task is not None:
             self._task.cancel()
         for future in self._ready.values():
+            if future.done() and not future.cancelled():
+                future.exception()  # (seen: no one asks for it now)
             future.cancel()
         self._ready.clear()
 
@@ -494,6 +506,9 @@ class PeerServer:
                         log.info("turned peer %s away: %.0f s of its backoff left", (session.peer or "?")[:12], left)
                         outputs = session.abort(f"backed off for {left:.0f} s more after a refused chunk",
                                                 self.clock(), tell_peer=True)
+                # (the exports this request starts, prepared together: one read for many)
+                entry.exports.prepare(self.store, session.upcoming_exports(PREPARED_EXPORTS),
+                                      self.config.delta_budget)
                 frame, ends = await execute(session, outputs, self.store, None, self.on_revocations,
                                             exports=entry.exports)
         except Exception as exc:   # the store failed (or a bug): end the session, tell the peer

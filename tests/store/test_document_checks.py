@@ -24,10 +24,9 @@ from hypothesis import strategies as st
 from loro import EncodedBlobMode, ExportMode, LoroDoc, LoroList, LoroMap, LoroText, VersionVector
 
 from syncd.errors import InvalidRecordError
-from syncd.logs.records import AppendEvent, CreateRecord, Mutation, canonical_json
+from syncd.logs.records import AppendEvent, CreateRecord, Mutation, RawRecord, canonical_json
 from syncd.store import documents
 from syncd.store.documents import (
-    ATTACHED_IMPORT_MAX,
     EMPTY_VERSION,
     CheckedImport,
     NeedsDetachedImport,
@@ -125,24 +124,37 @@ def _events(raw: LoroDoc, rid: str) -> Any:
     return _record(raw, rid).ensure_mergeable_list("e")
 
 
-def _attached(doc: PartitionDoc, data: bytes) -> CheckedImport | None:
-    """``data`` imported attached into a fork of ``doc`` (None: deferred to the detached
-    way, as the store then does)."""
-    held = set(doc.record_ids())
+def _by_operations(doc: PartitionDoc, data: bytes) -> CheckedImport | None:
+    """``data`` imported into a fork of ``doc``, the touched records built from the
+    operations (None: deferred to the detached way, as the store then does)."""
+    held = {r.id: r for r in doc.records(strict=True)}
     try:
-        return doc.fork().import_checked(data, holds=held.__contains__, by_state=False)
+        return doc.fork().import_checked(data, holds=held.__contains__, previous=held.get, stay_detached=True,
+                                         by_state=False)
     except NeedsDetachedImport:
         return None
 
 
+def _same_records(a: Iterable[RawRecord], b: Iterable[RawRecord]) -> bool:
+    """The same records, each with the same events in any order (a list's order is
+    Loro's to merge; the folds sort)."""
+    def key(records: Iterable[RawRecord]) -> dict[str, Any]:
+        return {r.id: (r.kind, canonical_json(r.fields), sorted(canonical_json(e) for e in r.events)) for r in records}
+    return key(a) == key(b)
+
+
 def _passes(doc: PartitionDoc, data: bytes) -> None:
-    """``data`` passes every way, touching the same records; so does everything ``doc``
-    holds once ``data`` is in, into an empty document, and there the state way accepts
-    it (unless a record was created twice, which only the operations can tell)."""
-    detached = doc.fork().import_checked(data, by_state=False)
-    attached = _attached(doc, data)
-    assert attached is None or (attached.changed, attached.touched) == (detached.changed, detached.touched)
-    assert attached is None or attached.attached == (detached.changed and len(data) <= ATTACHED_IMPORT_MAX)
+    """``data`` passes every way, touching the same records (by its operations: with the
+    same new versions as the state shows after it); so does everything ``doc`` holds once
+    ``data`` is in, into an empty document, and there the state way accepts it (unless a
+    record was created twice, which only the operations can tell)."""
+    fork = doc.fork()
+    detached = fork.import_checked(data, by_state=False)
+    by_operations = _by_operations(doc, data)
+    if by_operations is not None:
+        assert (by_operations.changed, by_operations.touched) == (detached.changed, detached.touched)
+        assert not by_operations.changed or (by_operations.records is not None and by_operations.detached)
+        assert _same_records(by_operations.records or [], fork.records_named(sorted(detached.touched), strict=True))
     if doc.version() == EMPTY_VERSION:
         by_state = PartitionDoc.create(8).import_checked(data)
         assert (by_state.changed, by_state.touched) == (detached.changed, detached.touched)
@@ -174,11 +186,11 @@ def _refused(doc: PartitionDoc, data: bytes, match: str) -> InvalidRecordError:
             with pytest.raises(InvalidRecordError):
                 PartitionDoc.create(8).import_checked(whole, by_state=by_state)
     try:
-        accepted = _attached(doc, data)
+        accepted = _by_operations(doc, data)
     except InvalidRecordError as exc:
         assert re.search(match, str(exc)), exc
     else:
-        assert accepted is None, "the attached way accepted what the detached way refused"
+        assert accepted is None, "the way by operations accepted what the detached way refused"
     return info.value
 
 
@@ -253,21 +265,24 @@ def test_snapshot_derived_updates_pass() -> None:
     _passes(PartitionDoc.create(3), loaded.export_since(EMPTY_VERSION))
 
 
-def test_a_small_chunk_into_a_non_empty_document_is_imported_attached() -> None:
+def test_a_chunk_into_a_non_empty_document_is_judged_by_its_operations() -> None:
+    """The touched records' new versions come from the operations, the document left
+    detached (its state still the old one), and match what attaching it shows."""
     seeded, ids = _seeded()
     peer = PartitionDoc.load([seeded.export_snapshot()], 2)
     rid = _rid()
     update = peer.apply([_create(rid), _event(rid, 1), _event(ids[0], 4)])
-    checked = _attached(seeded, update)
-    assert checked is not None and checked.attached and checked.touched == {rid, ids[0]}
+    fork = seeded.fork()
+    held = {r.id: r for r in seeded.records(strict=True)}
+    checked = fork.import_checked(update, holds=held.__contains__, previous=held.get, stay_detached=True)
+    assert checked.detached and fork.detached and checked.touched == {rid, ids[0]}
+    assert checked.records is not None and {r.id: len(r.events) for r in checked.records} == {rid: 1, ids[0]: 4}
+    assert rid not in fork.record_ids()  # the state is still the old one
+    fork.attach()
+    assert _same_records(checked.records, fork.records_named([ids[0], rid], strict=True))
     # a chunk creating a record the document holds is left to the detached way
     _, (creation,) = _doc(3, [_create(ids[1])])
-    assert _attached(seeded, creation) is None
-    # and so is one above the bound (imported detached even when ``holds`` is given)
-    big = PartitionDoc.load([seeded.export_snapshot()], 4).apply(_batch(*(_with_events(_rid(), 5, pad="y" * 200) for _ in range(100))))
-    assert len(big) > ATTACHED_IMPORT_MAX
-    checked = seeded.fork().import_checked(big, holds=set(ids).__contains__)
-    assert checked.changed and not checked.attached
+    assert _by_operations(seeded, creation) is None
 
 
 def test_an_update_already_held_passes() -> None:
@@ -490,7 +505,7 @@ def test_a_first_import_by_state_reads_the_records_as_strict_decoding_does() -> 
     origin.apply([_create(rid) for rid in bare])
     data = origin.export_since(EMPTY_VERSION)
     checked = PartitionDoc.create(8).import_checked(data)
-    assert checked.records is not None and checked.attached
+    assert checked.records is not None
     assert checked.touched == set(ids) | set(bare)
     assert {r.id: r for r in checked.records} == {r.id: r for r in origin.records(strict=True)}
     # a record the state cannot prove (one id created twice, relayed) takes the operation walk

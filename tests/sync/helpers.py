@@ -208,6 +208,9 @@ class InMemoryReplica:
     async def export_missing(self, partition: str, their_version: bytes, *, update_lists: bool = False) -> bytes:
         return self.export(partition, their_version)
 
+    async def export_missing_batch(self, requests: Sequence[tuple[str, bytes, bool]]) -> list[bytes]:
+        return [await self.export_missing(p, vv, update_lists=lists) for p, vv, lists in requests]
+
     async def import_chunk(self, partition: str, data: bytes, *, source: str) -> ImportResult:
         return self.import_(partition, data, source)
 
