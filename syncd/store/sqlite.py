@@ -770,8 +770,9 @@ class SqliteStore:
         now = time.monotonic()
         if now - self._first_import_at > 60:
             self._first_import_volume = 0
-        self._first_import_at = now
-        self._first_import_volume += size
+        if size:
+            self._first_import_at = now
+            self._first_import_volume += size
         return self._first_import_volume >= self._workers_above
 
     def _for_workers(self, first: Sequence[tuple[int, int]]) -> list[int]:
