@@ -187,6 +187,20 @@ class CheckedImport:
 _UPDATES_HEADER = (b"loro", b"\x00\x04")
 
 
+def _import_detached(doc: LoroDoc, blobs: Sequence[bytes]) -> None:
+    """Detach ``doc`` (its state stays as it is) and import ``blobs`` into its op log, in
+    the order given (commit order: each may depend on the one before); InvalidRecordError
+    for bytes Loro cannot read."""
+    doc.detach()
+    for blob in blobs:
+        try:
+            doc.import_(blob)
+        except (KeyboardInterrupt, SystemExit):
+            raise
+        except BaseException as exc:  # loro reports undecodable bytes as a Rust panic
+            raise InvalidRecordError("data", f"not a valid update: {type(exc).__name__}: {exc}") from None
+
+
 def _check_update_blob(blob: bytes) -> None:
     """InvalidRecordError unless ``blob`` is a Loro update blob (not a snapshot: its
     state could say anything its operations do not)."""
@@ -589,14 +603,7 @@ class PartitionDoc:
         by_operations = holds is not None and previous is not None
         doc = self._doc
         start = doc.oplog_vv
-        doc.detach()
-        for blob in blobs:  # in the order given (commit order): each may depend on the one before
-            try:
-                doc.import_(blob)
-            except (KeyboardInterrupt, SystemExit):
-                raise
-            except BaseException as exc:
-                raise InvalidRecordError("data", f"not a valid update: {type(exc).__name__}: {exc}") from None
+        _import_detached(doc, blobs)
         if doc.export_pending_updates() is not None:  # some change still waits for its dependencies
             raise InvalidRecordError("data", "the update depends on changes this partition does not have")
         end = doc.oplog_vv
@@ -668,14 +675,7 @@ class PartitionDoc:
         operations. InvalidRecordError for blobs Loro cannot read, or content that
         strict decoding refuses (both ways refuse those alike)."""
         doc = self._doc
-        doc.detach()  # the operations are counted before Loro builds any state of them
-        for blob in blobs:
-            try:
-                doc.import_(blob)
-            except (KeyboardInterrupt, SystemExit):
-                raise
-            except BaseException as exc:
-                raise InvalidRecordError("data", f"not a valid update: {type(exc).__name__}: {exc}") from None
+        _import_detached(doc, blobs)  # (the operations are counted before Loro builds any state of them)
         records = None
         if (doc.len_ops <= FRESH_ATTACHED_MAX_OPS and doc.export_pending_updates() is None
                 and not self._has_commit_messages()):

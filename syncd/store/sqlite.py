@@ -326,27 +326,8 @@ class SqliteStore:
                 raise
             created = [(m.record_id, m.kind, state.group(m.record_id)) for m in result.mutations
                        if isinstance(m, CreateRecord)]
-            await self._commit_change(partition, loaded, update, rows, partial, created=created)
+            await self._queue_change(partition, loaded, update, rows, partial, created=created)
             return result
-
-    async def _commit_change(
-        self,
-        partition: str,
-        loaded: _Loaded,
-        update: bytes,
-        rows: Mapping[GroupKey, Sequence[DerivedRow]],
-        partial: Collection[GroupKey] = (),
-        *,
-        compact: bool = False,
-        created: Sequence[tuple[str, str, GroupKey | None]] = (),
-    ) -> None:
-        """Commit an applied change (caller holds the partition lock); on failure evict
-        the document, which now holds ops that were never stored. ``rows`` holds every
-        row of each touched group, except for the groups in ``partial``: only the rows
-        that may have changed (the others are as ``loaded.written`` has them).
-        ``compact``: store a snapshot now, whatever the tail's length. ``created``: the
-        records the change created, (id, kind, group), for the record index."""
-        await self._queue_change(partition, loaded, update, rows, partial, compact=compact, created=created)
 
     def _queue_change(
         self,
@@ -359,11 +340,16 @@ class SqliteStore:
         compact: bool = False,
         created: Sequence[tuple[str, str, GroupKey | None]] = (),
     ) -> Coroutine[Any, Any, None]:
-        """``_commit_change`` in two steps: the change is queued for the writer now, and
-        the returned coroutine (to be awaited, or run as a task, without fail) returns once
-        it is durable and its bookkeeping is done, or raises StoreUnavailableError (the
-        document evicted). The caller keeps the partition lock until then: no one may see
-        the document, or write after it, before it commits."""
+        """Commit an applied change (caller holds the partition lock), in two steps: the
+        change is queued for the writer now, and the returned coroutine (to be awaited, or
+        run as a task, without fail) returns once it is durable and its bookkeeping is
+        done, or raises StoreUnavailableError, the document evicted (it holds ops that were
+        never stored). The caller keeps the partition lock until then: no one may see the
+        document, or write after it, before it commits. ``rows`` holds every row of each
+        touched group, except for the groups in ``partial``: only the rows that may have
+        changed (the others are as ``loaded.written`` has them). ``compact``: store a
+        snapshot now, whatever the tail's length. ``created``: the records the change
+        created, (id, kind, group), for the record index."""
         # (the caller made the partition hot and has not awaited since: the document is there)
         assert loaded.doc is not None
         compact = compact or loaded.tail + 1 >= self._compact_after
