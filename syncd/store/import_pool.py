@@ -60,7 +60,7 @@ class _Worker:
                     future = self.waiting.pop(item[0], None) if isinstance(item, list) and item else None
                     if future is None:
                         raise ValueError(f"an answer to no request: {str(item)[:80]}")
-                    if not future.done():
+                    if not future.done():  # (a request given up on is answered all the same)
                         future.set_result(item)
         except (ValueError, TypeError, msgpack.UnpackException) as exc:
             problem = f"sent what it should not ({exc})"
@@ -133,7 +133,9 @@ class ImportPool:
         except TimeoutError:
             problem = f"did not answer within {self._timeout:.0f} s"
         finally:
-            worker.waiting.pop(request_id, None)
+            # (cancelled, the request stays listed: its answer still comes, and is dropped)
+            if future.done() and not future.cancelled():
+                worker.waiting.pop(request_id, None)
             self._arm_idle_timer()
         if problem:
             await self._drop(worker, problem)

@@ -791,3 +791,28 @@ async def test_a_failing_import_worker_leaves_its_chunks_to_the_daemon(
     finally:
         await source.close()
         await target.close()
+
+
+async def test_an_import_worker_outlives_a_request_given_up_on(tmp_path: Path, caplog: pytest.LogCaptureFixture
+                                                               ) -> None:
+    """A sync that ends while a worker takes one of its chunks drops that answer when it
+    comes; the worker goes on serving the next requests."""
+    from syncd.store.documents import EMPTY_VERSION
+    from syncd.store.import_pool import ImportPool
+
+    source = await open_sqlite(tmp_path / "source")
+    pool = ImportPool(1)
+    try:
+        users = await _learners(source, 3)
+        chunks = [(user_partition(u), await source.export_missing(user_partition(u), EMPTY_VERSION)) for u in users]
+        given_up = asyncio.ensure_future(pool.run(*chunks[0], "0" * 32))
+        while not pool._running or not pool._running[0].waiting:
+            await asyncio.sleep(0.001)  # wait-ok: polls until the request is on its way
+        given_up.cancel()
+        results = [await pool.run(partition, data, "0" * 32) for partition, data in chunks[1:]]
+        assert [r.partition for r in results] == [p for p, _ in chunks[1:]]
+        assert len(pool._running) == 1 and pool._running[0].alive
+        assert "import worker" not in caplog.text
+    finally:
+        await pool.close()
+        await source.close()
