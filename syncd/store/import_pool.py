@@ -103,6 +103,7 @@ class ImportPool:
         self._failures = 0
         self._closed = False
         self._starting = asyncio.Lock()
+        self.imports = 0  # first imports the workers took (status)
 
     def capacity(self) -> int:
         """How many more chunks the workers can be given now (each at most ``depth``
@@ -145,6 +146,7 @@ class ImportPool:
                 result = from_wire(answer[2])
                 if result.partition != partition:
                     raise ValueError(f"a result for {result.partition!r}, asked for {partition!r}")
+                self.imports += 1
                 return result
             if answer[1] == "refused":
                 error = InvalidRecordError("", str(answer[3]), code=str(answer[4]))

@@ -568,7 +568,7 @@ class SqliteStore:
             feed_seq=self._committed_feed_seq,
             loaded_documents=sum(1 for held in self._cache.values() if held.doc is not None),
             extra={"commits": self._writer.commits, "committed_jobs": self._writer.jobs,
-                   "indexed_partitions": len(self._cache)},
+                   "indexed_partitions": len(self._cache), "worker_imports": self._pool.imports},
         )
 
     async def partitions(self) -> list[str]:

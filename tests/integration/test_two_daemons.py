@@ -542,3 +542,24 @@ def test_sync_interrupted_by_kill_9_of_the_server_resumes(daemons: list[DaemonPr
     assert final["records"] == d1.status()["records"]
     again = sync(d2, d1)
     assert (again["outcome"], again["partitions_in"], again["records_in"]) == ("ok", 0, 0), again
+
+
+def test_a_school_pulled_through_import_workers_converges(daemons: list[DaemonProcess]) -> None:
+    """A tablet whose import workers join at once (``import_workers_above = 0``): real
+    worker processes, started from the daemon's own environment, take part of the first
+    sync, and the tablet ends with the server's rows, byte for byte."""
+    d1 = new_daemon(daemons, "server")
+    d2 = DaemonProcess(short_tempdir(), name="tablet", config="[store]\nimport_workers_above = 0\n")
+    daemons.append(d2)
+    d2.start()
+    create_facility(d1)
+    join(d1, d2)
+    school = load_school(d1)
+    report = sync(d2, d1)
+    assert report["outcome"] == "ok", report
+    assert report["partitions_in"] == LEARNERS
+    status = d2.status()
+    assert status["store"]["worker_imports"] > 0, status["store"]
+    assert status["digests"] == d1.status()["digests"]
+    sessions = by_id(rows(d2, "contentsessionlog"))
+    assert set(sessions) == {s for found in school.values() for s in found}
