@@ -676,44 +676,14 @@ class SqliteStore:
         outcomes: dict[int, StagedImport | InvalidRecordError] = {}
         in_workers: dict[int, asyncio.Future[FirstImport]] = {}
         try:
-            # What the chunks' partitions hold, read in one go: the blobs of those whose
-            # document is not in memory, and the index of those not loaded at all (one reader
-            # round trip for an incremental sync's dozens of partitions, not one each).
-            unloaded = [p for p in partitions if p not in self._cache]
-            released = [p for p in partitions if p in self._cache and self._cache[p].doc is None]
-            stored = (await self._read(lambda c: _read_stored(c, unloaded, released))
-                      if unloaded or released else {})
-            # First imports (partitions that hold nothing yet) of a large school go partly to
-            # import workers, which take them while this loop takes the others.
-            first = {i for i, p in enumerate(partitions) if p in unloaded and not any(stored[p][0][1])
-                     and not stored[p][1]}
-            # (a school large enough to need the workers keeps no learner's index after its
-            # first import: ~12 MB for the 64 most recent of a 200-learner school)
-            keep_index = not self._bulk_import(sum(len(chunks[i][1]) for i in first))
-            for i in self._for_workers([(i, len(chunks[i][1])) for i in sorted(first)]):
-                partition, data = chunks[i]
-                in_workers[i] = asyncio.ensure_future(self._pool.run(partition, data, self.dataset_id))
-            for i, (partition, data) in enumerate(chunks):
-                if i in in_workers:
-                    continue
-                outcomes[i] = await self._stage_one(partition, data, source, stored.pop(partition, None),
-                                                    first=i in first, held=held, keep_index=keep_index)
-                if isinstance(outcomes[i], InvalidRecordError):
+            # A batch at a time (bounded: 16 of a large school's learners hold 8 MB of
+            # blobs), each read in one go: the blobs of those whose document is not in
+            # memory, and the index of those not loaded at all (one reader round trip for an
+            # incremental sync's dozens of partitions, not one each).
+            for batch in batches(range(len(chunks)), STAGE_BATCH):
+                if any(isinstance(o, InvalidRecordError) for o in outcomes.values()):
                     break
-            for i, future in in_workers.items():
-                partition, data = chunks[i]
-                if any(isinstance(o, InvalidRecordError) for j, o in outcomes.items() if j < i):
-                    continue  # after a refused chunk: not needed
-                try:
-                    result = await future
-                except WorkerError:  # (logged by the pool) taken here instead
-                    outcomes[i] = await self._stage_one(partition, data, source, None, first=True, held=held,
-                                                        keep_index=keep_index)
-                except InvalidRecordError as exc:
-                    outcomes[i] = exc
-                else:
-                    held.discard(partition)
-                    outcomes[i] = self._stage_first(result, keep_index=keep_index)
+                await self._stage_batch(chunks, batch, source, held, outcomes, in_workers)
         finally:
             for future in in_workers.values():
                 future.cancel()  # (a result no longer needed: the worker's answer is dropped)
@@ -729,6 +699,55 @@ class SqliteStore:
             if isinstance(outcomes[i], InvalidRecordError):
                 break
         return ordered
+
+    async def _stage_batch(self, chunks: Sequence[tuple[str, bytes]], batch: Sequence[int], source: str,
+                           held: set[str], outcomes: dict[int, StagedImport | InvalidRecordError],
+                           in_workers: dict[int, "asyncio.Future[FirstImport]"]) -> None:
+        """stage_imports' work on the chunks at ``batch`` (indexes), in order: their
+        outcomes go into ``outcomes``; it stops at a refused chunk."""
+        partitions = [chunks[i][0] for i in batch]
+        unloaded = [p for p in partitions if p not in self._cache]
+        released = [p for p in partitions if p in self._cache and self._cache[p].doc is None]
+        stored = (await self._read(lambda c: _read_stored(c, unloaded, released))
+                  if unloaded or released else {})
+        # First imports (partitions that hold nothing yet) of a large school go partly to
+        # import workers, which take them while this loop takes the others.
+        first = {i for i in batch if chunks[i][0] in unloaded and not any(stored[chunks[i][0]][0][1])
+                 and not stored[chunks[i][0]][1]}
+        # (a school large enough to need the workers keeps no learner's index after its
+        # first import: ~12 MB for the 64 most recent of a 200-learner school)
+        keep_index = not self._bulk_import(sum(len(chunks[i][1]) for i in first))
+        mine = [i for i in batch if i not in in_workers]
+        for i in self._for_workers([(i, len(chunks[i][1])) for i in sorted(first)]):
+            partition, data = chunks[i]
+            in_workers[i] = asyncio.ensure_future(self._pool.run(partition, data, self.dataset_id))
+        for i in mine:
+            if i in in_workers:
+                continue
+            partition, data = chunks[i]
+            outcomes[i] = await self._stage_one(partition, data, source, stored.pop(partition, None),
+                                                first=i in first, held=held, keep_index=keep_index)
+            if isinstance(outcomes[i], InvalidRecordError):
+                return
+        for i in batch:
+            future = in_workers.get(i)
+            if future is None:
+                continue
+            partition, data = chunks[i]
+            if any(isinstance(o, InvalidRecordError) for j, o in outcomes.items() if j < i):
+                return  # after a refused chunk: not needed
+            try:
+                result = await future
+            except WorkerError:  # (logged by the pool) taken here instead
+                outcomes[i] = await self._stage_one(partition, data, source, None, first=True, held=held,
+                                                    keep_index=keep_index)
+            except InvalidRecordError as exc:
+                outcomes[i] = exc
+            else:
+                held.discard(partition)
+                outcomes[i] = self._stage_first(result, keep_index=keep_index)
+            if isinstance(outcomes[i], InvalidRecordError):
+                return
 
     async def _stage_one(self, partition: str, data: bytes, source: str, stored: _Stored | None, *, first: bool,
                          held: set[str], keep_index: bool = True) -> StagedImport | InvalidRecordError:
@@ -1085,6 +1104,10 @@ def _retrieve(future: "asyncio.Future[Any]") -> None:
     if not future.cancelled():
         future.exception()
 
+
+# The most chunks a store stages from one read of what their partitions hold (a sync frame
+# may complete hundreds: an incremental sync of a large school).
+STAGE_BATCH = 16
 
 # What a partition holds on disk: (snapshot seq, [snapshot, updates...], last seq) and its
 # record index rows (record id, kind, group text).

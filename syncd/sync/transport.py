@@ -194,10 +194,14 @@ class PreparedExports:
             self._task = asyncio.ensure_future(self._run(store, wanted, budget))
 
     async def _run(self, store: SyncStore, exports: Sequence[Export], budget: int) -> None:
-        """Export ``exports`` in batches (each read in one go), until a frame's worth."""
-        size, batch = 0, 8
-        for start in range(0, len(exports), batch):
-            some = exports[start:start + batch]
+        """Export ``exports`` in batches (each read in one go) until a frame's worth: the
+        first of 4, the next sized by what the ones before weighed (a full sync's learners
+        weigh a megabyte each, an incremental sync's a few hundred bytes)."""
+        size = done = 0
+        batch = 4
+        while done < len(exports) and size < budget:
+            some = exports[done:done + batch]
+            done += len(some)
             futures = [asyncio.get_running_loop().create_future() for _ in some]
             for export, future in zip(some, futures):
                 self._ready[(export.partition, export.their_vv, export.update_lists)] = future
@@ -212,9 +216,8 @@ class PreparedExports:
                 if not future.done():
                     future.set_result(data)
             size += sum(map(len, results))
-            if size >= budget:
-                return
-            batch = min(2 * batch, 64)
+            weight = max(1, size // done)
+            batch = max(1, min(64, (budget - size) // weight))
 
     async def take(self, store: SyncStore, export: Export) -> bytes:
         """The data of ``export``: prepared, or exported now."""
