@@ -54,6 +54,7 @@ from syncd.logs.state import PartitionState, group_of
 from syncd.logs.writes import WriteResult
 from syncd.store import derived, doc_tables
 from syncd.store.bulk import chunks as batches, insert_rows
+from syncd.store.checkpoint import Checkpointer
 from syncd.store.commits import INDEX_HEAD, PartitionCommit, index_rows, store_snapshot, write_commits
 from syncd.store.first_import import FirstImport, fold_first_import
 from syncd.store.import_pool import ImportPool, WorkerError
@@ -101,6 +102,7 @@ class _Writer:
         self._group_commit = group_commit
         self._max_batch = max_batch
         self._queue: "queue.SimpleQueue[_Queued | None]" = queue.SimpleQueue()
+        self._checkpointer = Checkpointer(path, connect)
         self._ready = threading.Event()
         self._startup_error: BaseException | None = None
         self._thread = threading.Thread(target=self._run, name="syncd-writer", daemon=True)
@@ -108,8 +110,14 @@ class _Writer:
         self.jobs = 0
         self._thread.start()
         self._ready.wait()
-        if self._startup_error is not None:
-            raise self._startup_error
+        error = self._failed_to_start()
+        if error is not None:
+            self._checkpointer.close()
+            raise error
+
+    def _failed_to_start(self) -> BaseException | None:
+        """What stopped the thread from opening its connection (set by the thread)."""
+        return self._startup_error
 
     async def submit(self, job: Callable[[sqlite3.Connection], T]) -> T:
         """Run ``job`` in a transaction; its value once COMMIT returned. A job may run
@@ -137,6 +145,7 @@ class _Writer:
     def _run(self) -> None:
         try:
             conn = connect(self._path)
+            conn.execute("PRAGMA wal_autocheckpoint = 0")  # (the Checkpointer's job)
         except BaseException as exc:  # reported to the opener
             self._startup_error = exc
             self._ready.set()
@@ -164,7 +173,9 @@ class _Writer:
             else:
                 for item in batch:
                     self._resolve(item, error)
+            self._checkpointer.committed()
         conn.close()
+        self._checkpointer.close()
 
     def _commit(self, conn: sqlite3.Connection, batch: Sequence[_Queued]) -> BaseException | None:
         try:
@@ -677,13 +688,20 @@ class SqliteStore:
         in_workers: dict[int, asyncio.Future[FirstImport]] = {}
         try:
             # A batch at a time (bounded: 16 of a large school's learners hold 8 MB of
-            # blobs), each read in one go: the blobs of those whose document is not in
-            # memory, and the index of those not loaded at all (one reader round trip for an
-            # incremental sync's dozens of partitions, not one each).
-            for batch in batches(range(len(chunks)), STAGE_BATCH):
+            # blobs), each read in one go (one reader round trip for an incremental sync's
+            # dozens of partitions, not one each).
+            # The next batch is read while this one is staged.
+            subs = list(batches(range(len(chunks)), STAGE_BATCH))
+            reading = self._read_batch(chunks, subs[0]) if subs else None
+            for k, batch in enumerate(subs):
+                assert reading is not None
+                stored = await reading
+                reading = self._read_batch(chunks, subs[k + 1]) if k + 1 < len(subs) else None
+                await self._stage_batch(chunks, batch, stored, source, held, outcomes, in_workers)
                 if any(isinstance(o, InvalidRecordError) for o in outcomes.values()):
                     break
-                await self._stage_batch(chunks, batch, source, held, outcomes, in_workers)
+            if reading is not None:  # (not needed after a refusal; it ends before the locks go)
+                await asyncio.gather(reading, return_exceptions=True)
         finally:
             for future in in_workers.values():
                 future.cancel()  # (a result no longer needed: the worker's answer is dropped)
@@ -700,16 +718,24 @@ class SqliteStore:
                 break
         return ordered
 
-    async def _stage_batch(self, chunks: Sequence[tuple[str, bytes]], batch: Sequence[int], source: str,
-                           held: set[str], outcomes: dict[int, StagedImport | InvalidRecordError],
-                           in_workers: dict[int, "asyncio.Future[FirstImport]"]) -> None:
-        """stage_imports' work on the chunks at ``batch`` (indexes), in order: their
-        outcomes go into ``outcomes``; it stops at a refused chunk."""
+    def _read_batch(self, chunks: Sequence[tuple[str, bytes]], batch: Sequence[int]
+                    ) -> "asyncio.Future[dict[str, _Stored]]":
+        """What the partitions of ``batch`` (indexes into ``chunks``) hold on disk, read in
+        one go: the blobs of those whose document is not in memory, and the index of those
+        not loaded at all (the caller holds their locks)."""
         partitions = [chunks[i][0] for i in batch]
         unloaded = [p for p in partitions if p not in self._cache]
         released = [p for p in partitions if p in self._cache and self._cache[p].doc is None]
-        stored = (await self._read(lambda c: _read_stored(c, unloaded, released))
-                  if unloaded or released else {})
+        return asyncio.ensure_future(self._read(lambda c: _read_stored(c, unloaded, released)))
+
+    async def _stage_batch(self, chunks: Sequence[tuple[str, bytes]], batch: Sequence[int],
+                           stored: dict[str, _Stored], source: str, held: set[str],
+                           outcomes: dict[int, StagedImport | InvalidRecordError],
+                           in_workers: dict[int, "asyncio.Future[FirstImport]"]) -> None:
+        """stage_imports' work on the chunks at ``batch`` (indexes), in order, with what
+        their partitions hold (``_read_batch``): their outcomes go into ``outcomes``; it
+        stops at a refused chunk."""
+        unloaded = {chunks[i][0] for i in batch if chunks[i][0] not in self._cache}
         # First imports (partitions that hold nothing yet) of a large school go partly to
         # import workers, which take them while this loop takes the others.
         first = {i for i in batch if chunks[i][0] in unloaded and not any(stored[chunks[i][0]][0][1])

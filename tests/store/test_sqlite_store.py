@@ -816,3 +816,27 @@ async def test_an_import_worker_outlives_a_request_given_up_on(tmp_path: Path, c
     finally:
         await pool.close()
         await source.close()
+
+
+async def test_the_wal_is_checkpointed_beside_the_writer(tmp_path: Path) -> None:
+    """The writer never checkpoints in a commit (its connection's autocheckpoint is off);
+    the checkpoint thread copies the log back into the database file after commits (the
+    file grows only so: nothing here checkpoints otherwise), and the log is reused rather
+    than grown without end."""
+    store = await open_sqlite(tmp_path)
+    try:
+        assert await store._writer.submit(lambda c: c.execute("PRAGMA wal_autocheckpoint").fetchone()[0]) == 0
+        empty = store.path.stat().st_size
+        written = 0
+        for _ in range(3):
+            await _learners(store, 4)
+            written = Path(str(store.path) + "-wal").stat().st_size + store.path.stat().st_size
+        deadline = asyncio.get_running_loop().time() + 10
+        while store.path.stat().st_size <= empty:
+            assert asyncio.get_running_loop().time() < deadline, "nothing was checkpointed into the database file"
+            await asyncio.sleep(0.01)  # wait-ok: polls the file with a deadline
+        assert store._writer._checkpointer.checkpoints > 0
+        wal = Path(str(store.path) + "-wal").stat().st_size
+        assert wal < written, f"the log ({wal} bytes) holds everything written"
+    finally:
+        await store.close()
