@@ -629,8 +629,7 @@ class SqliteStore:
 
     async def export_missing_batch(self, requests: Sequence[tuple[str, bytes, bool]]) -> list[bytes]:
         partitions = sorted({partition for partition, _, _ in requests})
-        for partition in partitions:  # (in one order: two batches never deadlock)
-            await self._locks[partition].acquire()
+        await self._acquire_all(partitions)
         try:
             # The update rows each peer lacks, as stored, for every partition whose
             # document is not in memory, read in one go: no document loaded (one with an
@@ -643,6 +642,20 @@ class SqliteStore:
         finally:
             for partition in partitions:
                 self._locks[partition].release()
+
+    async def _acquire_all(self, partitions: Collection[str]) -> None:
+        """Take the locks of ``partitions``, in one order (two callers taking several
+        never deadlock), or none of them (cancelled, the ones taken are let go)."""
+        taken: list[asyncio.Lock] = []
+        try:
+            for partition in sorted(partitions):
+                lock = self._locks[partition]
+                await lock.acquire()
+                taken.append(lock)
+        except BaseException:
+            for lock in taken:
+                lock.release()
+            raise
 
     async def _export(self, partition: str, their_version: bytes, update_lists: bool, stored: list[bytes] | None
                       ) -> bytes:
@@ -681,8 +694,7 @@ class SqliteStore:
         partitions = [partition for partition, _ in chunks]
         if len(set(partitions)) != len(partitions):
             raise ValueError("a partition is named twice in one batch of chunks")
-        for partition in sorted(partitions):  # (in one order: two batches never deadlock)
-            await self._locks[partition].acquire()
+        await self._acquire_all(partitions)
         held = set(partitions)  # the locks not handed on yet (released at the end)
         outcomes: dict[int, StagedImport | InvalidRecordError] = {}
         in_workers: dict[int, asyncio.Future[FirstImport]] = {}
@@ -743,11 +755,10 @@ class SqliteStore:
         # (a school large enough to need the workers keeps no learner's index after its
         # first import: ~12 MB for the 64 most recent of a 200-learner school)
         keep_index = not self._bulk_import(sum(len(chunks[i][1]) for i in first))
-        mine = [i for i in batch if i not in in_workers]
-        for i in self._for_workers([(i, len(chunks[i][1])) for i in sorted(first)]):
+        for i in self._for_workers(sorted(first)):
             partition, data = chunks[i]
             in_workers[i] = asyncio.ensure_future(self._pool.run(partition, data, self.dataset_id))
-        for i in mine:
+        for i in batch:
             if i in in_workers:
                 continue
             partition, data = chunks[i]
@@ -806,18 +817,14 @@ class SqliteStore:
             self._first_import_volume += size
         return self._first_import_volume >= self._workers_above
 
-    def _for_workers(self, first: Sequence[tuple[int, int]]) -> list[int]:
-        """Which of a batch's first imports (index, bytes) go to import workers: none
-        until the first imports of the last minute pass ``import_workers_above`` bytes (a
-        small school syncs faster without the workers' start and their memory); then as
-        many as the workers have room for, and this loop takes the rest."""
+    def _for_workers(self, first: Sequence[int]) -> Sequence[int]:
+        """Which of a batch's first imports go to import workers: none until the first
+        imports of the last minute pass ``import_workers_above`` bytes (a small school
+        syncs faster without the workers' start and their memory); then as many as the
+        workers have room for, and this loop takes the rest."""
         if self._first_import_volume < self._workers_above:
             return []
-        picked: list[int] = []
-        for n, (i, _) in enumerate(first):
-            if len(picked) < self._pool.capacity():
-                picked.append(i)
-        return picked
+        return first[:self._pool.capacity()]
 
     def _stage_first(self, result: FirstImport, *, keep_index: bool = True) -> StagedImport:
         """Stage a first import folded in full (the caller holds the partition's lock; it
@@ -856,12 +863,8 @@ class SqliteStore:
             finally:
                 self._locks[partition].release()
 
-        settled = asyncio.ensure_future(settle())
-        self._background.add(settled)
-        settled.add_done_callback(self._background.discard)
-        settled.add_done_callback(_retrieve)
-        return StagedImport(ImportResult(partition, changed=result.records > 0, pending=False,
-                                         touched_groups=result.groups, records=result.records), settled)
+        return StagedImport(ImportResult(partition, changed=True, pending=False, touched_groups=result.groups,
+                                         records=result.records), self._in_background(settle()))
 
     async def _stage(self, partition: str, data: bytes, source: str, stored: _Stored | None) -> StagedImport:
         """stage_imports' work on one chunk; the caller acquired the partition's lock, which
@@ -902,12 +905,17 @@ class SqliteStore:
 
         # The lock is held until the commit is in; meanwhile the caller goes on (the next
         # chunk is checked while this one commits, and commits queued together share one
-        # transaction). ``close`` waits for it.
-        settled = asyncio.ensure_future(settle())
-        self._background.add(settled)
-        settled.add_done_callback(self._background.discard)
-        settled.add_done_callback(_retrieve)
-        return StagedImport(result, settled)
+        # transaction).
+        return StagedImport(result, self._in_background(settle()))
+
+    def _in_background(self, coroutine: Coroutine[Any, Any, None]) -> "asyncio.Future[None]":
+        """Run ``coroutine`` as a task that ``close`` waits for (a failure is for whoever
+        awaits the task; it is not reported again when no one does)."""
+        task = asyncio.ensure_future(coroutine)
+        self._background.add(task)
+        task.add_done_callback(self._background.discard)
+        task.add_done_callback(_retrieve)
+        return task
 
     async def _import_into(self, partition: str, loaded: _Loaded, doc: PartitionDoc, state: PartitionState,
                            data: bytes, source: str, *, hot: bool = True
