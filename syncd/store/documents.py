@@ -446,10 +446,15 @@ class PartitionDoc:
 
     @classmethod
     def load(cls, blobs: Sequence[bytes], peer_id: int) -> "PartitionDoc":
-        """A document from a snapshot and/or update blobs (any order)."""
+        """A document from a snapshot and/or update blobs (any order; fastest in commit
+        order, the snapshot first, as the store keeps them)."""
         doc = LoroDoc()  # type: ignore[no-untyped-call]
-        if blobs:
-            doc.import_batch(list(blobs))
+        # One import at a time, not ``import_batch``: a batch detaches the document and
+        # recomputes its whole state at the end, where each import onto the lazily loaded
+        # snapshot applies its own changes only. A learner's snapshot with one update:
+        # 1.0 ms against 2.4 (with 256 updates, 3.4 against 4.4; updates alone, no slower).
+        for blob in blobs:
+            doc.import_(blob)
         doc.peer_id = peer_id
         return cls(doc)
 
