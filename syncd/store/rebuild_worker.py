@@ -21,13 +21,9 @@ from syncd.logs.aggregate import derive
 from syncd.logs.state import PartitionState
 from syncd.store import derived
 from syncd.store.doc_tables import feed_seq, read_blobs
-from syncd.store.documents import PartitionDoc
+from syncd.store.documents import COMPACT_TAIL, PartitionDoc
 
 _READ_ONLY_PEER = 1  # a worker never writes, so no op of its own ever carries this peer id
-# A partition with more update rows than this since its snapshot gets a new snapshot: the
-# worker has the document loaded anyway, and a document loads from a snapshot alone about
-# six times faster than from a snapshot and a tail of a few dozen updates.
-COMPACT_TAIL = 8
 
 
 @dataclass(frozen=True)

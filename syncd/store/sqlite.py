@@ -59,7 +59,9 @@ from syncd.store.commits import INDEX_HEAD, PartitionCommit, index_rows, store_s
 from syncd.store.first_import import FirstImport, fold_first_import
 from syncd.store.import_pool import ImportPool, WorkerError
 from syncd.store.doc_tables import all_partitions, read_blobs, updates_after
-from syncd.store.documents import EMPTY_VERSION, NeedsDetachedImport, PartitionDoc, pack_updates, version_covers
+from syncd.store.documents import (
+    EMPTY_VERSION, NeedsDetachedImport, PartitionDoc, import_compact_point, pack_updates, version_covers,
+)
 from syncd.store.interface import (
     Decide, ImportResult, Page, RebuildReport, StagedImport, Store, StoreStatus, Subscription,
 )
@@ -960,8 +962,11 @@ class SqliteStore:
         # we already had are skipped again when the document is next loaded (a list of
         # blobs is stored as one export of what it added). A first import is stored as a
         # snapshot at once: a document loads from a snapshot several times faster than
-        # from the updates it was built of.
-        commit = self._queue_change(partition, loaded, checked.update, rows, compact=fresh, created=created)
+        # from the updates it was built of. A partition that is not hot is loaded again
+        # for its next import: past about COMPACT_TAIL update rows it gets a snapshot too
+        # (the write path's compact_after is for documents kept loaded between writes).
+        compact = fresh or (not hot and loaded.tail + 1 > import_compact_point(partition))
+        commit = self._queue_change(partition, loaded, checked.update, rows, compact=compact, created=created)
         log.debug("imported %d records into %s from %s", len(grown), partition, source)
         return ImportResult(partition, changed=True, pending=False, touched_groups=len(touched),
                             records=len(grown)), commit

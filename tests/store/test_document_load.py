@@ -13,7 +13,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from syncd.logs.records import AppendEvent, CreateRecord, Mutation
-from syncd.store.documents import PartitionDoc
+from syncd.store.documents import COMPACT_TAIL, PartitionDoc, import_compact_point
 
 
 def _writes(doc: PartitionDoc, count: int, held: list[str]) -> list[bytes]:
@@ -58,3 +58,12 @@ def test_updates_alone_load_without_a_snapshot() -> None:
 
     assert loaded.version() == doc.version()
     assert {r.id for r in loaded.records()} == set(held)
+
+
+def test_partitions_take_their_snapshots_at_different_tail_lengths() -> None:
+    """An import's compaction point is COMPACT_TAIL give or take half, fixed per
+    partition, and spread: a school's learners do not all compact in one sync."""
+    points = [import_compact_point(f"user:{uuid.uuid4().hex}") for _ in range(200)]
+    assert all(COMPACT_TAIL // 2 <= p < COMPACT_TAIL // 2 + COMPACT_TAIL for p in points)
+    assert len(set(points)) == COMPACT_TAIL
+    assert import_compact_point("user:" + "a" * 32) == import_compact_point("user:" + "a" * 32)

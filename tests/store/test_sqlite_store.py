@@ -478,7 +478,7 @@ async def test_a_rebuild_compacts_long_update_tails(tmp_path: Path) -> None:
     """A worker that loaded a document with a long update tail sends a snapshot of it: the
     store replaces the tail with it; the raw records and the rows stay as they were, and
     writes go on after it, in this store and after a restart."""
-    from syncd.store.rebuild_worker import COMPACT_TAIL
+    from syncd.store.documents import COMPACT_TAIL
 
     async def records(store: SqliteStore, partition: str) -> list[Any]:
         return sorted((r.id, r.kind, r.fields, r.events) for r in (await store.raw_records(partition)).all_records())
@@ -508,6 +508,50 @@ async def test_a_rebuild_compacts_long_update_tails(tmp_path: Path) -> None:
         assert await _tables(store) == written
     finally:
         await store.close()
+
+
+async def test_imports_into_a_partition_that_is_not_hot_keep_its_tail_short(tmp_path: Path) -> None:
+    """Every import into a partition that is not hot appends an update row, which each
+    later load of its document pays for; the import that would make the tail longer than
+    the partition's point (about COMPACT_TAIL) stores a snapshot instead. The document and
+    rows stay the source's (also where a chunk grows a record held since an earlier
+    import, and after a restart), and a third store receives all of it from the compacted
+    one."""
+    from syncd.store.documents import EMPTY_VERSION, PartitionDoc, import_compact_point
+
+    source, target, third = [await open_sqlite(tmp_path / name) for name in ("source", "target", "third")]
+    try:
+        user = uuid.uuid4().hex
+        partition = user_partition(user)
+        point = import_compact_point(partition)
+        held = await start(source, user, 0)
+        tails = []
+        for round_ in range(point + 3):
+            if round_:
+                await _mixed_workload(source, user, 100 * round_)
+                await update(source, user, held, {"progress_delta": 0.01, "time_spent_delta": 1.0}, 100 * round_ + 90)
+            seen = (await target.version_vectors([partition])).get(partition, EMPTY_VERSION)
+            chunk = await source.export_missing(partition, seen, update_lists=True)
+            assert (await target.import_chunk(partition, chunk, source="test")).changed
+            tails.append(await target.tail_length(partition))
+        assert tails == [0, *range(1, point + 1), 0, 1]
+
+        async def same_as_source(store: SqliteStore) -> None:
+            docs = [PartitionDoc.load([await s.export_missing(partition, EMPTY_VERSION)], 9) for s in (store, source)]
+            assert docs[0].deep_value() == docs[1].deep_value()
+            for model in DERIVED_MODELS:
+                assert await rows(store, model, user_id=user) == await rows(source, model, user_id=user), model
+
+        await same_as_source(target)
+        assert (await third.import_chunk(partition, await target.export_missing(partition, EMPTY_VERSION),
+                                         source="test")).changed
+        await same_as_source(third)
+        await target.close()
+        target = await open_sqlite(tmp_path / "target")
+        await same_as_source(target)
+    finally:
+        for store in (source, target, third):
+            await store.close()
 
 
 # --- an incremental export answers from the stored update rows ----------------------------
