@@ -7,6 +7,7 @@ on must wait in Loro's pending queue and apply once they arrive."""
 
 from __future__ import annotations
 
+import random
 import uuid
 
 from hypothesis import given, settings
@@ -34,14 +35,14 @@ def _writes(doc: PartitionDoc, count: int, held: list[str]) -> list[bytes]:
 @settings(max_examples=30, deadline=None)
 @given(before=st.integers(0, 6), after=st.integers(0, 12), order=st.sampled_from(["commit", "reversed", "shuffled"]),
        seed=st.randoms(use_true_random=False))
-def test_loaded_document_is_the_written_one_in_any_order(before: int, after: int, order: str, seed: object) -> None:
-    doc, held = PartitionDoc.create(1), []
+def test_loaded_document_is_the_written_one_in_any_order(before: int, after: int, order: str, seed: random.Random) -> None:
+    doc, held = PartitionDoc.create(1), list[str]()
     _writes(doc, before, held)
     blobs = [doc.export_snapshot(), *_writes(doc, after, held)]
     if order == "reversed":
         blobs.reverse()
     elif order == "shuffled":
-        seed.shuffle(blobs)  # type: ignore[attr-defined]
+        seed.shuffle(blobs)
 
     loaded = PartitionDoc.load(blobs, 2)
 
@@ -51,7 +52,7 @@ def test_loaded_document_is_the_written_one_in_any_order(before: int, after: int
 
 
 def test_updates_alone_load_without_a_snapshot() -> None:
-    doc, held = PartitionDoc.create(1), []
+    doc, held = PartitionDoc.create(1), list[str]()
     updates = _writes(doc, 5, held)
 
     loaded = PartitionDoc.load(list(reversed(updates)), 2)
