@@ -31,6 +31,12 @@ def group_text(group: GroupKey) -> str:
     return f"{group[0]}:{group[1]}"
 
 
+def group_key(text: str) -> GroupKey:
+    """The group a ``group_text`` names."""
+    kind, _, key = text.partition(":")
+    return (kind, key)
+
+
 def _insert_head(model: str) -> str:
     return f"INSERT OR REPLACE INTO {model} (id, partition, grp, user_id, content_id, channel_id, exam_id, sort_key, row) VALUES"
 

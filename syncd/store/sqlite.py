@@ -124,18 +124,14 @@ class _Writer:
     async def submit(self, job: Callable[[sqlite3.Connection], T]) -> T:
         """Run ``job`` in a transaction; its value once COMMIT returned. A job may run
         twice (alone, after its batch failed), so it must not keep state between runs."""
-        return await self.enqueue(job)
-
-    def enqueue(self, job: Callable[[sqlite3.Connection], T]) -> "asyncio.Future[T]":
-        """Queue ``job`` (as ``submit``); the future resolves once COMMIT returned. Jobs
-        commit in the order they were queued."""
         future: asyncio.Future[T] = self._loop.create_future()
         self._queue.put(_Queued(job, future))
-        return future
+        return await future
 
     def enqueue_commit(self, commit: PartitionCommit) -> "asyncio.Future[None]":
-        """Queue a partition's change (``commits``): the commits queued together are
-        stored with a few statements per table."""
+        """Queue a partition's change (``commits``); the future resolves once COMMIT
+        returned. Jobs and commits commit in the order they were queued, and the commits
+        queued together are stored with a few statements per table."""
         future: asyncio.Future[None] = self._loop.create_future()
         self._queue.put(_Queued(commit, future))
         return future
@@ -448,14 +444,13 @@ class SqliteStore:
         # With a complete stored index the state needs no decoding: readers decode groups.
         if len(index) == doc.record_count():
             loaded.state = PartitionState.from_index(
-                partition, ((rid, kind, _group_key(grp)) for rid, kind, grp in index), loaded.records_named)
+                partition, ((rid, kind, derived.group_key(grp)) for rid, kind, grp in index), loaded.records_named)
         return loaded
 
     async def _load_doc(self, partition: str, blobs: list[bytes] | None = None) -> PartitionDoc:
         """A partition's committed document (``blobs``: its stored blobs, read already)."""
         if blobs is None:
-            _, stored, _ = await self._read(lambda c: read_blobs(c, partition))
-            return PartitionDoc.load(stored, self.identity.peer_id)
+            blobs = (await self._read(lambda c: read_blobs(c, partition)))[1]
         return PartitionDoc.load(blobs, self.identity.peer_id)
 
     async def _hot(self, partition: str, loaded: _Loaded, *, keep: bool = True, blobs: list[bytes] | None = None
@@ -857,7 +852,7 @@ class SqliteStore:
                 if keep_index:  # loaded with its index only, as an import leaves a partition
                     loaded = _Loaded(None, next_seq=2, tail=0, state=None)
                     loaded.state = PartitionState.from_index(
-                        partition, ((rid, kind, _group_key(grp)) for rid, kind, grp in result.index),
+                        partition, ((rid, kind, derived.group_key(grp)) for rid, kind, grp in result.index),
                         loaded.records_named)
                     self._cache[partition] = loaded
                     self._shrink_cache()
@@ -1169,11 +1164,6 @@ def _read_stored(conn: sqlite3.Connection, partitions: Sequence[str], blobs_only
         return {p: (read_blobs(conn, p), index.get(p, [])) for p in (*partitions, *blobs_only)}
     finally:
         conn.execute("COMMIT")
-
-
-def _group_key(text: str) -> GroupKey:
-    kind, _, key = text.partition(":")
-    return (kind, key)
 
 
 def _rebuild_job(partition: str, groups: Mapping[GroupKey, Sequence[DerivedRow]]) -> Job:
