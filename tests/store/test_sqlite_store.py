@@ -422,13 +422,26 @@ async def test_a_worker_result_is_not_stored_over_a_later_write(tmp_path: Path) 
         await store.close()
 
 
-async def test_writes_during_a_rebuild_keep_their_rows(tmp_path: Path) -> None:
+async def test_writes_during_a_rebuild_keep_their_rows(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """Learners keep writing while the workers refold: once both end, the rows are what a
     quiet rebuild stores (it changes nothing)."""
+    from syncd.store.rebuild import refold_in_workers
+
     store = await open_sqlite(tmp_path)
     try:
         users = await _learners(store, 6)
         await store.drop_derived_rows()
+        # The workers start only once every learner has written a round, so that each
+        # learner's second round begins while the rebuild is still under way (without the
+        # gate a fast rebuild could end before a slow writer's first round did).
+        first_rounds_done = asyncio.Event()
+        writers_done_once: set[str] = set()
+
+        async def gated_refold(*args: Any) -> Any:
+            await first_rounds_done.wait()
+            return await refold_in_workers(*args)
+
+        monkeypatch.setattr("syncd.store.sqlite.refold_in_workers", gated_refold)
         rebuilding = asyncio.ensure_future(store.rebuild())
 
         async def keep_writing(user: str) -> int:
@@ -436,6 +449,9 @@ async def test_writes_during_a_rebuild_keep_their_rows(tmp_path: Path) -> None:
             while not rebuilding.done():
                 rounds += 1
                 await _mixed_workload(store, user, 300 * rounds)
+                writers_done_once.add(user)
+                if len(writers_done_once) == len(users):
+                    first_rounds_done.set()
             return rounds
 
         rounds = await asyncio.gather(*(keep_writing(u) for u in users))
