@@ -45,7 +45,7 @@ SERVICE_TYPE = "_syncd._tcp.local."
 # The sync protocol version a daemon speaks (docs/sync.md `hello.v`); the advert carries
 # it so that a peer can skip devices it cannot talk to without connecting. Kept equal to
 # ``sync.protocol.PROTOCOL_VERSION`` (this module may not import it).
-PROTOCOL_VERSION = 3
+PROTOCOL_VERSION = 4
 
 # RFC 6763 §6.1-6.2: each string is at most 255 bytes and the whole record should stay
 # small (ours is ~40 bytes). Anything larger is refused before any value is looked at.

@@ -91,9 +91,11 @@ from syncd.sync.messages import (
 # 2: hellos carry the sender's instance (clone detection). 3: a delta's data may be a list
 # of update blobs (``store.documents.pack_updates``): a partition's stored update rows, sent
 # as they are, so the sender needs no document in memory to answer an incremental sync.
-PROTOCOL_VERSION = 3
+# 4: large frames are zstd-compressed (``codec``), not zlib.
+PROTOCOL_VERSION = 4
 MIN_VERSION = 2
 UPDATE_LISTS_SINCE = 3
+ZSTD_FRAMES_SINCE = 4
 DELTA_BUDGET = 4 * 2**20         # delta bytes per frame; the codec caps a frame at 8 MiB
 MAX_DELTAS_PER_FRAME = 2_000
 MAX_ASSEMBLY = 64 * 2**20        # one partition's pieces held before import
@@ -373,6 +375,12 @@ class _Session:
         self._full, self._full_reason = False, ""
         self._skew: float | None = None
         self._started = self._now = 0.0
+
+    @property
+    def zstd_frames(self) -> bool:
+        """Whether this session's frames may be zstd-compressed (the peer's hello said a
+        protocol that reads them; before it, frames are small and go plain)."""
+        return min(self.peer_version, PROTOCOL_VERSION) >= ZSTD_FRAMES_SINCE
 
     # --- the driver ------------------------------------------------------------------
     def receive(self, frame: Sequence[Message], now: float) -> list[Output]:
@@ -916,5 +924,5 @@ class ServerSession(_Session):
 __all__ = [
     "ClientSession", "ServerSession", "LocalDevice", "PeerCursor", "SessionSummary", "State", "Kind", "Send", "LoadPeer",
     "NeedChanges", "NeedVersions", "Export", "Import", "Imported", "Refused", "SaveCursor", "SavePushSeq", "Finished", "Failed",
-    "Output", "Request", "scope_hash", "lacking", "receives", "PROTOCOL_VERSION", "MIN_VERSION", "DELTA_BUDGET", "EMPTY_VV",
+    "Output", "Request", "scope_hash", "lacking", "receives", "PROTOCOL_VERSION", "MIN_VERSION", "ZSTD_FRAMES_SINCE", "DELTA_BUDGET", "EMPTY_VV",
 ]

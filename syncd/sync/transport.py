@@ -519,7 +519,7 @@ class PeerServer:
             outputs = session.abort(f"local failure: {type(exc).__name__}: {exc}", self.clock(), tell_peer=True)
             frame, ends = await execute(session, outputs, self.store, None, self.on_revocations)
             status = 503
-        data = codec.encode(frame or ())
+        data = codec.encode(frame or (), zstd=session.zstd_frames)
         entry.bytes_out += len(data)
         if ends:
             self._end(key, entry, ends)
@@ -688,7 +688,7 @@ class PeerClient:
         frame, ends = await execute(session, session.start(self.clock()), self.store, self.peer_state, self.on_revocations)
         session_id: str | None = None
         while frame is not None:
-            body = codec.encode(frame)
+            body = codec.encode(frame, zstd=session.zstd_frames)
             counts[1] += len(body)
             try:
                 status, data, cert, sid = await self._post(url, body, session_id)

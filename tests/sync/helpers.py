@@ -307,6 +307,7 @@ class PairResult:
     round_trips: int
     frames: list[tuple[str, tuple[Message, ...]]] = field(default_factory=list)
     wire_bytes: int = 0
+    encodings: list[tuple[str, int]] = field(default_factory=list)  # (side, a frame's byte 0)
 
     @property
     def ok(self) -> bool:
@@ -338,9 +339,10 @@ def sync_pair(client_replica: InMemoryReplica, server_replica: InMemoryReplica, 
     while request is not None:
         if tamper is not None:
             request = tamper("c", result.round_trips, request)
-        wire = codec.encode(request)
+        wire = codec.encode(request, zstd=client.zstd_frames)
         result.wire_bytes += len(wire)
         result.frames.append(("c", request))
+        result.encodings.append(("c", wire[0]))
         if result.server is not None:       # the server ended the session: HTTP 410 from now on
             if result.client is None:
                 end(client.abort("the server no longer knows the session", now), "client")
@@ -357,9 +359,10 @@ def sync_pair(client_replica: InMemoryReplica, server_replica: InMemoryReplica, 
         response = response or ()
         if tamper is not None:
             response = tamper("s", result.round_trips, response)
-        wire = codec.encode(response)
+        wire = codec.encode(response, zstd=server.zstd_frames)
         result.wire_bytes += len(wire)
         result.frames.append(("s", response))
+        result.encodings.append(("s", wire[0]))
         if drop_after is not None and result.round_trips >= drop_after:
             end(client.abort("connection lost", now), "client")
             end(server.close(s_now), "server")

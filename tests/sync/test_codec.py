@@ -10,6 +10,7 @@ from typing import Any
 
 import msgpack
 import pytest
+import zstandard
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -55,23 +56,29 @@ def squeezed(obj: Any) -> bytes:
     return b"\x01" + zlib.compress(msgpack.packb(obj, use_bin_type=True))
 
 
+def zstd_framed(obj: Any) -> bytes:
+    return b"\x02" + zstandard.ZstdCompressor().compress(msgpack.packb(obj, use_bin_type=True))
+
+
 def refused(data: bytes) -> RemoteProtocolError:
     with pytest.raises(RemoteProtocolError) as info:
         codec.decode(data)
     return info.value
 
 
-def test_round_trip_every_message() -> None:
-    assert codec.decode(codec.encode(EXAMPLES)) == EXAMPLES
+@pytest.mark.parametrize("zstd", [False, True])
+def test_round_trip_every_message(zstd: bool) -> None:
+    assert codec.decode(codec.encode(EXAMPLES, zstd=zstd)) == EXAMPLES
     for m in EXAMPLES:
-        assert codec.decode(codec.encode([m])) == [m]
-    assert codec.decode(codec.encode([])) == []
+        assert codec.decode(codec.encode([m], zstd=zstd)) == [m]
+    assert codec.decode(codec.encode([], zstd=zstd)) == []
 
 
-def test_small_frames_are_plain_large_ones_compressed() -> None:
-    assert codec.encode([Bye()])[0] == 0x00
-    big = codec.encode([Delta(USER, b"x" * 5000, True)])
-    assert big[0] == 0x01 and len(big) < 1000
+@pytest.mark.parametrize("zstd, kind", [(False, codec.ZLIB), (True, codec.ZSTD)])
+def test_small_frames_are_plain_large_ones_compressed(zstd: bool, kind: int) -> None:
+    assert codec.encode([Bye()], zstd=zstd)[0] == codec.PLAIN
+    big = codec.encode([Delta(USER, b"x" * 5000, True)], zstd=zstd)
+    assert big[0] == kind and len(big) < 1000
     assert codec.decode(big) == [Delta(USER, b"x" * 5000, True)]
 
 
@@ -91,9 +98,39 @@ def test_bad_compression_is_refused() -> None:
     refused(good[:-3])                                   # truncated stream
     refused(good + b"trailing")                          # padded stream
     refused(b"\x01" + b"not zlib at all")
-    refused(b"\x02" + msgpack.packb([]))                 # unknown encoding byte
+    refused(b"\x03" + msgpack.packb([]))                 # unknown encoding byte
     refused(b"")
     refused(b"\x00")
+
+
+def test_bad_zstd_frames_are_refused() -> None:
+    body = msgpack.packb([to_wire(Bye())] * 200)
+    good = zstd_framed([to_wire(Bye())] * 200)
+    assert codec.decode(good) == [Bye()] * 200
+    refused(good[:-3])                                   # truncated
+    refused(good + b"trailing")                          # padded
+    refused(good + good[1:])                             # a second zstd frame
+    refused(b"\x02" + b"not zstd at all")
+    refused(b"\x02")
+    unsized = zstandard.ZstdCompressor(write_content_size=False).compress(body)
+    assert "declare its size" in refused(b"\x02" + unsized).detail
+    # a header that declares one byte less than the frame holds (RFC 8878 §3.1.1.1)
+    frame = bytearray(good[1:])
+    descriptor = frame[4]
+    single_segment, dictionary = descriptor >> 5 & 1, descriptor & 3
+    at = 5 + (0 if single_segment else 1) + (0, 1, 2, 4)[dictionary]
+    assert descriptor >> 6 == 1 and 256 <= len(body) < 65_792  # a 2-byte size field, stored minus 256
+    frame[at:at + 2] = (len(body) - 1 - 256).to_bytes(2, "little")
+    assert zstandard.frame_content_size(bytes(frame)) == len(body) - 1
+    refused(b"\x02" + bytes(frame))
+
+
+def test_zstd_bomb_is_refused_before_inflating() -> None:
+    """A zstd frame declaring more than the cap is refused on its header (nothing is
+    allocated); one that declares a small size but holds more fails to inflate."""
+    bomb = b"\x02" + zstandard.ZstdCompressor(level=19).compress(b"\x00" * (codec.MAX_DECOMPRESSED + 1024))
+    assert len(bomb) < 100_000
+    assert refused(bomb).status_hint == 413
 
 
 def test_truncated_and_padded_msgpack() -> None:
@@ -172,7 +209,8 @@ def test_encode_refuses_what_decode_would_refuse() -> None:
 @settings(max_examples=400, suppress_health_check=[HealthCheck.too_slow])
 @given(st.binary(max_size=300))
 def test_random_bytes_raise_only_remote_protocol_error(data: bytes) -> None:
-    for frame in (data, b"\x00" + data, b"\x01" + data, b"\x01" + zlib.compress(data)):
+    for frame in (data, b"\x00" + data, b"\x01" + data, b"\x01" + zlib.compress(data), b"\x02" + data,
+                  b"\x02" + zstandard.ZstdCompressor().compress(data)):
         try:
             codec.decode(frame)
         except RemoteProtocolError:
@@ -195,7 +233,7 @@ msgpack_values = st.recursive(
 @settings(max_examples=250, suppress_health_check=[HealthCheck.too_slow], deadline=None)
 @given(st.lists(msgpack_values, max_size=4) | msgpack_values)
 def test_random_msgpack_raises_only_remote_protocol_error(value: Any) -> None:
-    for frame in (plain(value), squeezed(value)):
+    for frame in (plain(value), squeezed(value), zstd_framed(value)):
         try:
             messages = codec.decode(frame)
         except RemoteProtocolError:
