@@ -735,7 +735,11 @@ class SqliteStore:
         partitions = [chunks[i][0] for i in batch]
         unloaded = [p for p in partitions if p not in self._cache]
         released = [p for p in partitions if p in self._cache and self._cache[p].doc is None]
-        return asyncio.ensure_future(self._read(lambda c: _read_stored(c, unloaded, released)))
+        # Handed to a reader thread now, not wrapped in a task: a task would start only at
+        # the event loop's next turn, and staging a batch of imports into partitions that
+        # are not loaded may never give the loop one, so the read would not overlap it.
+        return self._loop.run_in_executor(self._readers, self._with_reader,
+                                          lambda c: _read_stored(c, unloaded, released))
 
     async def _stage_batch(self, chunks: Sequence[tuple[str, bytes]], batch: Sequence[int],
                            stored: dict[str, _Stored], source: str, held: set[str],
