@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import ctypes
 import json
 import logging
 import os
@@ -52,11 +53,35 @@ def run(settings: Settings, *, print_ready: bool = False) -> int:
     # acknowledgement) is late by up to that much.
     sys.setswitchinterval(0.0005)
     _raise_descriptor_limit()
+    limit_malloc_arenas()
     try:
         return asyncio.run(_serve(settings, print_ready))
     except SyncdError as exc:
         print(f"syncd: {exc.detail}", file=sys.stderr)
         return 1
+
+
+MALLOC_ARENAS = 2
+_M_ARENA_MAX = -8  # glibc's mallopt parameter
+
+
+def limit_malloc_arenas(arenas: int = MALLOC_ARENAS) -> bool:
+    """Cap glibc's malloc arenas (before the store starts its threads); whether it took.
+
+    glibc gives a thread that allocates while another holds the main arena an arena of
+    its own, up to eight a core, and a large block freed in one stays there. The store's
+    reader, writer, fold and checkpoint threads pass sync blobs and rows between them:
+    after a full sync and six incremental ones of school S, the daemon's peak RSS was
+    118-121 MB with the default, 108-109 MB with two arenas, at the same speed.
+    ``MALLOC_ARENA_MAX`` in the environment wins; other C libraries are left alone."""
+    if "MALLOC_ARENA_MAX" in os.environ:
+        return False
+    try:
+        mallopt = ctypes.CDLL(None).mallopt
+    except (OSError, AttributeError):
+        return False
+    mallopt.argtypes, mallopt.restype = [ctypes.c_int, ctypes.c_int], ctypes.c_int
+    return bool(mallopt(_M_ARENA_MAX, arenas))
 
 
 def _raise_descriptor_limit() -> None:
