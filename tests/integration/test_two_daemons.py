@@ -495,16 +495,18 @@ def test_sync_interrupted_by_kill_9_of_the_server_resumes(daemons: list[DaemonPr
     puller = threading.Thread(target=lambda: outcome.update(sync(d2, relay.port)), daemon=True)
     puller.start()
     try:
-        relay.grant(256 * 1024)
+        relay.grant(64 * 1024)
 
         def mid_transfer() -> int:
             """Grant the relay bytes in small steps until D2 has committed part of the school
-            and the relay holds D1's next delta frame: the moment to pull the plug."""
+            and the relay holds D1's next delta frame: the moment to pull the plug. (The
+            steps are small beside a frame, a few hundred KB compressed: a large step could
+            let the whole of the next frame through while D2 commits the first.)"""
             committed = int(d2.status()["partitions"])
             if relay.waiting and committed > 0:
                 return committed
             if relay.waiting:
-                relay.grant(256 * 1024)
+                relay.grant(8 * 1024)
             return 0
 
         committed = wait_until(mid_transfer, 60, "D2 to commit part of the school with D1's next frame held")
