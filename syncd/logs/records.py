@@ -144,7 +144,7 @@ class DerivedRow:
         fields["row"] = row
 
     def to_json(self) -> str:
-        return canonical_json(self.row)
+        return finite_canonical_json(self.row)  # (a fold's output: finite)
 
 
 def _refuse(value: object) -> JSON:
@@ -167,6 +167,26 @@ def canonical_json(value: JSON) -> str:
     if _ENCODE is None:  # no C accelerator: the pure-Python encoder
         return json.dumps(value, separators=(",", ":"), ensure_ascii=False, allow_nan=False)
     return "".join(_ENCODE(value, 0))
+
+
+def finite_canonical_json(value: JSON) -> str:
+    """``canonical_json`` of a value known to hold no NaN or infinity (a fold's output: its
+    inputs are validated and bounded), ten times faster for a row: orjson's text wherever
+    it is canonical_json's.
+
+    The two part only on floats below 1e-4 (orjson "0.00001", repr "1e-05"), floats orjson
+    writes with an exponent ("1e+16", "1e-7": always signed), and what orjson refuses
+    (integers past 64 bits, lone surrogates, keys that are not strings). So a text holding
+    "e+", "e-" or "0.0000" anywhere (in a string, too: that value merely takes the slower
+    way) and a refusal go to canonical_json (tests/logs/test_records.py checks the two
+    agree on arbitrary finite JSON values). orjson writes NaN as null: hence "finite"."""
+    try:
+        fast = orjson.dumps(value)
+    except (orjson.JSONEncodeError, UnicodeEncodeError):
+        return canonical_json(value)
+    if b"e+" in fast or b"e-" in fast or b"0.0000" in fast:
+        return canonical_json(value)
+    return fast.decode()
 
 
 def matches_canonical(value: JSON, text: str) -> bool:

@@ -11,7 +11,7 @@ import pytest
 from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
-from syncd.logs.records import canonical_json, matches_canonical
+from syncd.logs.records import canonical_json, finite_canonical_json, matches_canonical
 
 # Every JSON value canonical_json can write, with the spellings where orjson and the
 # standard library part: floats of every magnitude, integers past 64 bits, control
@@ -58,6 +58,17 @@ def test_where_orjson_writes_otherwise_its_text_is_no_canonical_text(value: Any)
     if fast != _canonical(value):
         again = json.loads(fast)
         assert _canonical(again) != fast
+
+
+@settings(max_examples=3000, deadline=None)
+@given(_values)
+@example([1e-5, 9e-5, 1e-4, 1e15, 1e16, 1.5e-7, 2.0**63, "e+", "0.0000", "\x7f\u2028\x00\x1f\"\\", 2**64])
+def test_the_fast_serialisation_of_finite_values_is_the_canonical_one(value: Any) -> None:
+    """finite_canonical_json (derived rows) writes what canonical_json writes, for every
+    finite JSON value canonical_json can write."""
+    text = _canonical(value)
+    if text is not None:
+        assert finite_canonical_json(value) == text
 
 
 @settings(max_examples=1000, deadline=None)
