@@ -17,7 +17,7 @@ from syncd.sync.messages import Changes, Error, Hello, Instance, Message, Proof,
 from syncd.sync.protocol import (
     PROTOCOL_VERSION, ClientSession, Failed, LoadPeer, Send, ServerSession, State, scope_hash,
 )
-from tests.sync.helpers import CERT, InMemoryReplica, converge_check, new_user, sync_pair
+from tests.sync.helpers import CERT, InMemoryReplica, PairResult, converge_check, new_user, sync_pair
 
 
 def school() -> tuple[InMemoryReplica, InMemoryReplica, list[str]]:
@@ -478,29 +478,37 @@ def test_the_advert_names_the_protocol_version() -> None:
     assert txt.PROTOCOL_VERSION == PROTOCOL_VERSION
 
 
-def test_update_lists_are_asked_for_only_from_peers_that_read_them(monkeypatch: pytest.MonkeyPatch) -> None:
-    """Protocol 3 lets an export be a list of stored update blobs; a version-2 peer gets
-    single blobs. Here the client's hello says 2 (the module speaks its own version again
-    once it is sent): the server exports for it without lists."""
-    a, b, _ = school()
-    result = sync_pair(a, b)
-    assert result.client is not None and result.client.outcome == "ok"
-    assert b.exports and all(e.update_lists for e in b.exports)
-
+def sync_with_an_older_client(monkeypatch: pytest.MonkeyPatch, version: int
+                              ) -> tuple[PairResult, InMemoryReplica, InMemoryReplica]:
+    """A school synced by a client whose hello says ``version``: the module speaks its
+    own version again once that hello is out, so the server side is this version's
+    answer to an older peer (the client's later frames are this module's)."""
     a, b, _ = school()
     ours = protocol.PROTOCOL_VERSION
-    monkeypatch.setattr(protocol, "PROTOCOL_VERSION", 2)
+    monkeypatch.setattr(protocol, "PROTOCOL_VERSION", version)
 
     def back_to_ours(side: str, trip: int, frame: tuple[Message, ...]) -> tuple[Message, ...]:
         if side == "c" and isinstance(frame[0], Hello):
-            assert frame[0].version == 2
+            assert frame[0].version == version
             monkeypatch.setattr(protocol, "PROTOCOL_VERSION", ours)
         return frame
 
     result = sync_pair(a, b, tamper=back_to_ours)
     assert result.client is not None and result.client.outcome == "ok", result.client
-    assert b.exports and not any(e.update_lists for e in b.exports)
     assert a.raw_json() == b.raw_json()
+    return result, a, b
+
+
+def test_update_lists_are_asked_for_only_from_peers_that_read_them(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Protocol 3 lets an export be a list of stored update blobs; a version-2 peer gets
+    single blobs."""
+    a, b, _ = school()
+    result = sync_pair(a, b)
+    assert result.client is not None and result.client.outcome == "ok"
+    assert b.exports and all(e.update_lists for e in b.exports)
+
+    result, a, b = sync_with_an_older_client(monkeypatch, 2)
+    assert b.exports and not any(e.update_lists for e in b.exports)
 
 
 def test_large_frames_are_zstd_for_peers_that_read_it(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -511,22 +519,8 @@ def test_large_frames_are_zstd_for_peers_that_read_it(monkeypatch: pytest.Monkey
     assert result.client is not None and result.client.outcome == "ok"
     assert ("s", codec.ZSTD) in result.encodings and ("s", codec.ZLIB) not in result.encodings
 
-    a, b, _ = school()
-    ours = protocol.PROTOCOL_VERSION
-    monkeypatch.setattr(protocol, "PROTOCOL_VERSION", 3)
-
-    def back_to_ours(side: str, trip: int, frame: tuple[Message, ...]) -> tuple[Message, ...]:
-        if side == "c" and isinstance(frame[0], Hello):
-            assert frame[0].version == 3
-            monkeypatch.setattr(protocol, "PROTOCOL_VERSION", ours)
-        return frame
-
-    result = sync_pair(a, b, tamper=back_to_ours)
-    assert result.client is not None and result.client.outcome == "ok", result.client
-    # (the client here is this module again once its hello is out: only the server's side is a v4 daemon's
-    # answer to a v3 peer)
+    result, a, b = sync_with_an_older_client(monkeypatch, 3)
     assert ("s", codec.ZLIB) in result.encodings and ("s", codec.ZSTD) not in result.encodings
-    assert a.raw_json() == b.raw_json()
 
 
 def test_revoked_device_gets_no_data() -> None:
