@@ -124,9 +124,13 @@ class _Writer:
     async def submit(self, job: Callable[[sqlite3.Connection], T]) -> T:
         """Run ``job`` in a transaction; its value once COMMIT returned. A job may run
         twice (alone, after its batch failed), so it must not keep state between runs."""
+        return await self.enqueue(job)
+
+    def enqueue(self, job: Callable[[sqlite3.Connection], T]) -> "asyncio.Future[T]":
+        """``submit``, queued now (before anything the caller queues next)."""
         future: asyncio.Future[T] = self._loop.create_future()
         self._queue.put(_Queued(job, future))
-        return await future
+        return future
 
     def enqueue_commit(self, commit: PartitionCommit) -> "asyncio.Future[None]":
         """Queue a partition's change (``commits``); the future resolves once COMMIT
@@ -144,12 +148,6 @@ class _Writer:
         try:
             conn = connect(self._path)
             conn.execute("PRAGMA wal_autocheckpoint = 0")  # (the Checkpointer's job)
-            # 8 MiB of page cache, not SQLite's 2: a large school's first sync inserts
-            # hundreds of thousands of rows into several indexes, and with 2 MiB their
-            # pages were evicted and read back again and again (school L: the receiver's
-            # CPU 26-28 s -> 23.5-24 s, its full sync 18.9-20.0 s -> 17.2 s). The cache
-            # fills only as pages are touched: a quiet device's writer holds little.
-            conn.execute("PRAGMA cache_size = -8192")
         except BaseException as exc:  # reported to the opener
             self._startup_error = exc
             self._ready.set()
@@ -307,6 +305,8 @@ class SqliteStore:
         self._rebuild_workers = rebuild_workers
         self._pool = ImportPool(import_workers)
         self._workers_above = import_workers_above
+        self._bulk_cache = False  # the writer's page cache is BULK_WRITER_CACHE_KIB
+        self._bulk_check: asyncio.TimerHandle | None = None
         self._first_import_volume = 0   # bytes of first imports lately (``_for_workers``)
         self._first_import_at = 0.0
         self._rebuild_lock = asyncio.Lock()
@@ -815,14 +815,32 @@ class SqliteStore:
 
     def _bulk_import(self, size: int) -> bool:
         """Count ``size`` bytes of first imports; whether the first imports of the last
-        minute passed ``import_workers_above`` (a large school's full sync)."""
+        minute passed ``import_workers_above`` (a large school's full sync).
+
+        Meanwhile the writer's connection keeps BULK_WRITER_CACHE_KIB of page cache, not
+        SQLite's 2 MB: such a sync inserts hundreds of thousands of rows into several
+        indexes, and with 2 MB their pages are evicted and read back over and over
+        (school L: the receiver's CPU 26-28 s -> 23.5-24 s, its full sync 18.9-20.0 s ->
+        17.2 s). A minute after the last first import the cache shrinks again: a small
+        school's sync gains nothing from it, and its receiver kept 6-12 MB more."""
         now = time.monotonic()
         if now - self._first_import_at > 60:
             self._first_import_volume = 0
         if size:
             self._first_import_at = now
             self._first_import_volume += size
-        return self._first_import_volume >= self._workers_above
+        bulk = self._first_import_volume >= self._workers_above
+        if bulk != self._bulk_cache and not self._closed:
+            self._bulk_cache = bulk
+            kib = BULK_WRITER_CACHE_KIB if bulk else WRITER_CACHE_KIB
+            self._writer.enqueue(_page_cache_job(kib)).add_done_callback(_retrieve)
+        if bulk and self._bulk_check is None:
+            self._bulk_check = self._loop.call_later(61, self._recheck_bulk)
+        return bulk
+
+    def _recheck_bulk(self) -> None:
+        self._bulk_check = None
+        self._bulk_import(0)
 
     def _for_workers(self, first: Sequence[int]) -> Sequence[int]:
         """Which of a batch's first imports go to import workers: none until the first
@@ -1080,6 +1098,8 @@ class SqliteStore:
         if self._closed:
             return
         self._closed = True
+        if self._bulk_check is not None:
+            self._bulk_check.cancel()
         await asyncio.gather(*self._background, return_exceptions=True)
         await self._pool.close()
         self._folder.shutdown(wait=True)
@@ -1153,6 +1173,11 @@ def _retrieve(future: "asyncio.Future[Any]") -> None:
 # may complete hundreds: an incremental sync of a large school).
 STAGE_BATCH = 16
 
+# The writer connection's page cache (KiB): SQLite's default, and during a large school's
+# first sync (``SqliteStore._bulk_import``).
+WRITER_CACHE_KIB = 2000
+BULK_WRITER_CACHE_KIB = 8192
+
 # What a partition holds on disk: (snapshot seq, [snapshot, updates...], last seq) and its
 # record index rows (record id, kind, group text).
 _Stored = tuple[tuple[int, list[bytes], int], list[tuple[str, str, str]]]
@@ -1174,6 +1199,13 @@ def _read_stored(conn: sqlite3.Connection, partitions: Sequence[str], blobs_only
         return {p: (read_blobs(conn, p), index.get(p, [])) for p in (*partitions, *blobs_only)}
     finally:
         conn.execute("COMMIT")
+
+
+def _page_cache_job(kib: int) -> Job:
+    def job(conn: sqlite3.Connection) -> None:
+        conn.execute(f"PRAGMA cache_size = -{kib}")
+
+    return job
 
 
 def _rebuild_job(partition: str, groups: Mapping[GroupKey, Sequence[DerivedRow]]) -> Job:

@@ -767,6 +767,34 @@ async def _first_sync(source: SqliteStore, target: SqliteStore) -> list[Any]:
     return [await s.committed() if not isinstance(s, Exception) else s for s in staged]
 
 
+async def test_the_writer_keeps_a_larger_page_cache_while_a_large_school_arrives(tmp_path: Path) -> None:
+    """Past ``import_workers_above`` bytes of first imports the writer's connection keeps
+    BULK_WRITER_CACHE_KIB of page cache; a minute after the last first import, SQLite's
+    default again. A small school's sync leaves it at the default."""
+    from syncd.store.sqlite import BULK_WRITER_CACHE_KIB, WRITER_CACHE_KIB
+
+    def writer_cache(store: SqliteStore) -> Any:
+        return store._writer.submit(lambda conn: -conn.execute("PRAGMA cache_size").fetchone()[0])
+
+    source = await open_sqlite(tmp_path / "source")
+    small = await open_sqlite(tmp_path / "small")
+    large = await open_sqlite(tmp_path / "large", import_workers=0, import_workers_above=1)
+    try:
+        await _learners(source, 3)
+        assert await writer_cache(large) == WRITER_CACHE_KIB
+        await _first_sync(source, small)
+        assert await writer_cache(small) == WRITER_CACHE_KIB
+        await _first_sync(source, large)
+        assert await writer_cache(large) == BULK_WRITER_CACHE_KIB
+        large._first_import_at -= 61    # a minute without first imports
+        large._recheck_bulk()
+        assert await writer_cache(large) == WRITER_CACHE_KIB
+        assert await _tables(large) == await _tables(small) == await _tables(source)
+    finally:
+        for store in (source, small, large):
+            await store.close()
+
+
 async def test_first_imports_in_worker_processes_store_what_the_daemon_stores(tmp_path: Path) -> None:
     """A large first sync hands every other first import to an import worker: the target
     stores the same rows and raw records as a target that took them all itself, and the
