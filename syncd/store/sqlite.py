@@ -720,6 +720,7 @@ class SqliteStore:
         finally:
             for future in in_workers.values():
                 future.cancel()  # (a result no longer needed: the worker's answer is dropped)
+                future.add_done_callback(_retrieve)  # (nor its failure, after a refused chunk)
             for partition in held:
                 self._locks[partition].release()
         # In order, up to the first refused chunk (any staged after it commit all the same:
