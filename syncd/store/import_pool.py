@@ -71,6 +71,9 @@ class _Worker:
         for future in self.waiting.values():
             if not future.done():
                 future.set_exception(WorkerError(problem))
+                # (seen: a request given up on has no one left to tell, and asyncio would
+                # print the failure when the future is collected; an awaiter still gets it)
+                future.exception()
         self.waiting.clear()
 
     @property
