@@ -307,7 +307,7 @@ class SqliteStore:
         self._workers_above = import_workers_above
         self._bulk_cache = False  # the writer's page cache is BULK_WRITER_CACHE_KIB
         self._bulk_check: asyncio.TimerHandle | None = None
-        self._first_import_volume = 0   # bytes of first imports lately (``_for_workers``)
+        self._first_import_volume = 0   # bytes of first imports lately (``_bulk_import``)
         self._first_import_at = 0.0
         self._rebuild_lock = asyncio.Lock()
         self._background: set[asyncio.Future[None]] = set()
@@ -536,8 +536,11 @@ class SqliteStore:
         self._decoded.pop(partition, None)
 
     # --- reads --------------------------------------------------------------------------
-    async def _read(self, fn: Callable[[sqlite3.Connection], T]) -> T:
-        return await self._loop.run_in_executor(self._readers, self._with_reader, fn)
+    def _read(self, fn: Callable[[sqlite3.Connection], T]) -> "asyncio.Future[T]":
+        """``fn`` on a reader connection, handed to a reader thread now (not at the event
+        loop's next turn, as a coroutine would be: a read meant to overlap work that does
+        not yield, such as staging a batch of imports, would not)."""
+        return self._loop.run_in_executor(self._readers, self._with_reader, fn)
 
     def _with_reader(self, fn: Callable[[sqlite3.Connection], T]) -> T:
         conn: sqlite3.Connection | None = getattr(self._local, "conn", None)
@@ -742,11 +745,7 @@ class SqliteStore:
         partitions = [chunks[i][0] for i in batch]
         unloaded = [p for p in partitions if p not in self._cache]
         released = [p for p in partitions if p in self._cache and self._cache[p].doc is None]
-        # Handed to a reader thread now, not wrapped in a task: a task would start only at
-        # the event loop's next turn, and staging a batch of imports into partitions that
-        # are not loaded may never give the loop one, so the read would not overlap it.
-        return self._loop.run_in_executor(self._readers, self._with_reader,
-                                          lambda c: _read_stored(c, unloaded, released))
+        return self._read(lambda c: _read_stored(c, unloaded, released))  # (read while the batch before is staged)
 
     async def _stage_batch(self, chunks: Sequence[tuple[str, bytes]], batch: Sequence[int],
                            stored: dict[str, _Stored], source: str, held: set[str],
@@ -760,10 +759,13 @@ class SqliteStore:
         # import workers, which take them while this loop takes the others.
         first = {i for i in batch if chunks[i][0] in unloaded and not any(stored[chunks[i][0]][0][1])
                  and not stored[chunks[i][0]][1]}
-        # (a school large enough to need the workers keeps no learner's index after its
-        # first import: ~12 MB for the 64 most recent of a 200-learner school)
-        keep_index = not self._bulk_import(sum(len(chunks[i][1]) for i in first))
-        for i in self._for_workers(sorted(first)):
+        # Only a large school's first sync (``_bulk_import``) uses the workers: a small
+        # school syncs faster without their start and their memory. They take as many as
+        # they have room for, this loop the rest. Such a school keeps no learner's index
+        # after its first import (~12 MB for the 64 most recent of a 200-learner school).
+        bulk = self._bulk_import(sum(len(chunks[i][1]) for i in first))
+        keep_index = not bulk
+        for i in sorted(first)[:self._pool.capacity()] if bulk else ():
             partition, data = chunks[i]
             in_workers[i] = asyncio.ensure_future(self._pool.run(partition, data, self.dataset_id))
         for i in batch:
@@ -842,15 +844,6 @@ class SqliteStore:
     def _recheck_bulk(self) -> None:
         self._bulk_check = None
         self._bulk_import(0)
-
-    def _for_workers(self, first: Sequence[int]) -> Sequence[int]:
-        """Which of a batch's first imports go to import workers: none until the first
-        imports of the last minute pass ``import_workers_above`` bytes (a small school
-        syncs faster without the workers' start and their memory); then as many as the
-        workers have room for, and this loop takes the rest."""
-        if self._first_import_volume < self._workers_above:
-            return []
-        return first[:self._pool.capacity()]
 
     def _stage_first(self, result: FirstImport, *, keep_index: bool = True) -> StagedImport:
         """Stage a first import folded in full (the caller holds the partition's lock; it
