@@ -183,9 +183,10 @@ class CheckedImport:
 # A partition with more update rows than this since its snapshot gets a new snapshot
 # where that is cheap (a rebuild worker has the document loaded; an import into a
 # partition that is not hot has it loaded for the import): every load of the document
-# pays for its tail, 0.12 ms an update row on a school S learner whose snapshot alone
-# loads in 0.7 ms, and a receiver's partitions grow one update row a sync. A snapshot
-# costs about 3 ms more than the import (attach, export, 220 KB written), once in 8.
+# pays for its tail (on a school S learner whose snapshot alone loads in 0.6-0.7 ms, the
+# first update row adds ~0.55 ms, each further one ~0.06 ms), and a receiver's partitions
+# grow one update row a sync. A snapshot costs about 2 ms more than the import (attach,
+# export, 220 KB written), once in 8.
 COMPACT_TAIL = 8
 
 

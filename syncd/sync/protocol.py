@@ -377,10 +377,21 @@ class _Session:
         self._started = self._now = 0.0
 
     @property
+    def agreed_version(self) -> int:
+        """The protocol both sides speak: the lower of ours and the peer's hello (0
+        before the hello)."""
+        return min(self.peer_version, PROTOCOL_VERSION)
+
+    @property
     def zstd_frames(self) -> bool:
         """Whether this session's frames may be zstd-compressed (the peer's hello said a
         protocol that reads them; before it, frames are small and go plain)."""
-        return min(self.peer_version, PROTOCOL_VERSION) >= ZSTD_FRAMES_SINCE
+        return self.agreed_version >= ZSTD_FRAMES_SINCE
+
+    @property
+    def _update_lists(self) -> bool:
+        """Whether an export may be a list of stored update blobs (protocol 3)."""
+        return self.agreed_version >= UPDATE_LISTS_SINCE
 
     # --- the driver ------------------------------------------------------------------
     def receive(self, frame: Sequence[Message], now: float) -> list[Output]:
@@ -465,8 +476,7 @@ class _Session:
     def upcoming_exports(self, limit: int) -> list[Export]:
         """The exports the next frames will ask for, in order, at most ``limit`` (the shell
         may prepare them while the peer takes this frame: no state changes)."""
-        lists = min(self.peer_version, PROTOCOL_VERSION) >= UPDATE_LISTS_SINCE
-        return [Export(partition, vv, lists) for partition, vv in islice(self._outq, limit)]
+        return [Export(partition, vv, self._update_lists) for partition, vv in islice(self._outq, limit)]
 
     def abort(self, reason: str, now: float, *, tell_peer: bool = False) -> list[Output]:
         """End the session for a local reason; ``tell_peer`` adds an ``error`` to send."""
@@ -535,8 +545,7 @@ class _Session:
         while (self._outq or self._current) and used < self._budget and len(out) < MAX_DELTAS_PER_FRAME:
             if self._current is None:
                 partition, vv = self._outq.popleft()
-                lists = min(self.peer_version, PROTOCOL_VERSION) >= UPDATE_LISTS_SINCE
-                self._current = (partition, (yield Export(partition, vv, lists)), 0)
+                self._current = (partition, (yield Export(partition, vv, self._update_lists)), 0)
             partition, data, offset = self._current
             piece = data[offset:offset + self._budget - used]
             offset += len(piece)
