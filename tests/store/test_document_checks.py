@@ -532,6 +532,33 @@ def test_writes_to_a_record_never_created_are_refused() -> None:
     _refused(seeded, raw.export(ExportMode.Updates(_vv0())), "written but never created")
 
 
+
+def test_events_pushed_to_a_held_record_whose_list_was_never_created_are_refused() -> None:
+    """A record held without its events list (a peer created it with k and c only), then
+    an event pushed to the list's container id without the list's marker in the record:
+    invisible in the state, but stored, and shown as soon as anyone creates the list.
+    Refused every way, the way by operations too (it judges a held record by the state)."""
+    seeded, _ = _seeded()
+    rid = _rid()
+    raw = _loro(seeded, 555)
+    before = raw.oplog_vv
+    record = _record(raw, rid)
+    record.insert("k", "session")
+    record.insert("c", canonical_json({"user_id": "u1" * 16, "kind": "video"}))
+    raw.commit()
+    seeded.import_checked(raw.export(ExportMode.Updates(before)))
+    assert [r.id for r in seeded.records_named([rid], strict=True)] == [rid]
+    crafted = {
+        "schema_version": 1, "start_version": {}, "peers": ["778"],
+        "changes": [{"id": "0@0", "timestamp": 0, "deps": [], "lamport": 0, "msg": None, "ops": [
+            {"container": f"cid:root-\U0001f91d:$r>{rid}>e:List", "counter": 0,
+             "content": {"type": "insert", "pos": 0, "value": [canonical_json({"seq": 1})]}}]}],
+    }
+    pusher = LoroDoc()  # type: ignore[no-untyped-call]
+    pusher.import_json_updates(json.dumps(crafted))
+    _refused(seeded, pusher.export(ExportMode.Updates(_vv0())), "events pushed to a list never created")
+
+
 # --- cost ------------------------------------------------------------------------------------
 @pytest.mark.parametrize("name, edit", [
     ("root text", lambda raw: raw.get_text("junk").insert(0, "y" * 2**20)),
