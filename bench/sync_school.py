@@ -3,9 +3,9 @@
 1. load the Kolibri school's raw logs into daemon A (bench/school.py), rebuild its rows;
 2. A creates a facility, a fresh daemon B joins it;
 3. B syncs from A: full, then no-op, then after ~1.4 % new logs written on A (new
-   sessions on new content), five times more so, then once after as many sessions on
-   videos the learners had watched (their content's group is refolded whole: the usual
-   traffic of a school day, which the targets do not cover).
+   sessions on new content), five times more each after as many, then once after as many
+   sessions on videos the learners had watched (their content's group is refolded whole:
+   the usual traffic of a school day, which the targets do not cover).
 Bytes on the wire are the TCP payload both ways (TLS records, HTTP and all), counted by
 a relay between B and A; the "warm" figures reuse B's keep-alive connection, the fresh
 figure is the first session (connection set-up included). Peak RSS is each process with

@@ -532,7 +532,6 @@ def test_writes_to_a_record_never_created_are_refused() -> None:
     _refused(seeded, raw.export(ExportMode.Updates(_vv0())), "written but never created")
 
 
-
 def test_events_pushed_to_a_held_record_whose_list_was_never_created_are_refused() -> None:
     """A record held without its events list (a peer created it with k and c only), then
     an event pushed to the list's container id without the list's marker in the record:
