@@ -796,9 +796,9 @@ async def test_the_writer_keeps_a_larger_page_cache_while_a_large_school_arrives
 
 
 async def test_first_imports_in_worker_processes_store_what_the_daemon_stores(tmp_path: Path) -> None:
-    """A large first sync hands every other first import to an import worker: the target
-    stores the same rows and raw records as a target that took them all itself, and the
-    workers end once idle."""
+    """A large first sync hands an import worker as many of a batch's first imports as it
+    has room for, the daemon takes the rest: the target stores the same rows and raw
+    records as a target that took them all itself, and the workers end once idle."""
     source = await open_sqlite(tmp_path / "source")
     alone = await open_sqlite(tmp_path / "alone", import_workers=0)
     helped = await open_sqlite(tmp_path / "helped", import_workers=1, import_workers_above=0)
